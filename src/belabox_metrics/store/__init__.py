@@ -1,0 +1,1 @@
+"""Durable local storage: SQLite in WAL mode, versioned by migrations."""

@@ -1,0 +1,48 @@
+"""Opening a SQLite database the way every part of the project wants it.
+
+WAL lets the collection thread append while the upload thread reads. ``synchronous=FULL``
+makes each commit durable (fsync'd) before it returns: a sample is acknowledged to nobody
+until it would survive a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+
+def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """Open (creating if needed) the database at ``path`` in WAL mode, autocommit.
+
+    Transactions are explicit (``with transaction(conn):``) so that each one is exactly
+    what the code says, not what the sqlite3 module guesses.
+    """
+    if path != ":memory:":
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, mode=0o750, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if path != ":memory:" and str(mode).lower() != "wal":
+        conn.close()
+        raise sqlite3.OperationalError(f"could not switch {path} to WAL mode (got {mode})")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class transaction:  # noqa: N801 - used like a keyword: `with transaction(conn):`
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")

@@ -1,0 +1,1 @@
+"""Forwarding stored samples: formats, transport, retry policy, the upload loop."""
