@@ -1,0 +1,276 @@
+"""The receiver's HTTP side: aiohttp app, request handling, and the server lifecycle.
+
+Every answer is JSON, client mistakes are 4xx with a message naming the field, and a 5xx
+only ever means the receiver itself is in trouble (its database, a bug) - a sender may
+retry a 5xx but must never retry a 4xx unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from belabox_metrics.clock import Clock, SystemClock
+from belabox_metrics.receiver.storage import SampleStore
+from belabox_metrics.receiver.validate import (
+    Batch,
+    BodyTooLarge,
+    PayloadError,
+    gunzip_limited,
+    parse_upload,
+)
+
+log = logging.getLogger("belabox_metrics.receiver")
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+# A sender that trickles its body this slowly is gone or hostile; free the connection.
+BODY_READ_TIMEOUT_S = 30.0
+SHUTDOWN_TIMEOUT_S = 10.0
+READ_CHUNK_BYTES = 64 * 1024
+
+STORE_KEY: web.AppKey[SampleStore] = web.AppKey("store", SampleStore)
+MAX_BODY_KEY: web.AppKey[int] = web.AppKey("max_body_bytes", int)
+CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ListenAddressError(ValueError):
+    pass
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:8080' -> ('127.0.0.1', 8080); '[::1]:8080' -> ('::1', 8080)."""
+    value = text.strip()
+    where = f"listen address {text!r}"
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep or not host:
+            raise ListenAddressError(f"{where}: expected [IPv6]:PORT like [::1]:8080")
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host:
+            raise ListenAddressError(f"{where}: expected HOST:PORT like 127.0.0.1:8080")
+        if ":" in host:
+            raise ListenAddressError(f"{where}: put IPv6 hosts in brackets, like [::1]:8080")
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
+        raise ListenAddressError(f"{where}: port must be a number 0-65535")
+    return host, int(port_text)
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"success": False, "error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn aiohttp's plain-text errors (404, 405, ...) and stray exceptions into JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        if exc.status == 404:
+            message = f"no such endpoint: {request.path[:200]}"
+        elif exc.status == 405:
+            message = f"method {request.method} not allowed on {request.path[:200]}"
+        else:
+            message = exc.reason
+        return error_response(exc.status, message, headers)
+    except asyncio.CancelledError:
+        raise
+    except sqlite3.Error as exc:
+        log.error("database error on %s %s: %s", request.method, request.path, exc)
+        return error_response(
+            503, "receiver storage unavailable, retry later", {"Retry-After": "5"}
+        )
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(500, "internal receiver error")
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, refusing past ``limit`` before buffering more than limit + one chunk."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"body: {declared} bytes, at most {limit} allowed")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"body: more than {limit} bytes, at most {limit} allowed")
+    return bytes(body)
+
+
+def _decode_and_validate(raw: bytes, gzipped: bool, limit: int, now_ms: int) -> Batch:
+    body = gunzip_limited(raw, limit) if gzipped else raw
+    return parse_upload(body, now_ms)
+
+
+def _content_problem(request: web.Request) -> str | None:
+    if request.content_type != "application/json":
+        shown = request.headers.get("Content-Type", "none")[:100]
+        return f"Content-Type must be application/json, got {shown}"
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        return f"Content-Type charset must be utf-8, got {charset[:40]}"
+    return None
+
+
+def _content_encoding(request: web.Request) -> str:
+    return request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+
+
+async def post_metrics(request: web.Request) -> web.Response:
+    peer = request.remote or "-"
+    problem = _content_problem(request)
+    encoding = _content_encoding(request)
+    if problem is None and encoding not in ("identity", "gzip", "x-gzip"):
+        problem = f"Content-Encoding {encoding[:40]} not supported (use gzip or none)"
+    if problem is not None:
+        log.info("rejected upload from %s: 415 %s", peer, problem)
+        return error_response(415, problem)
+
+    limit = request.app[MAX_BODY_KEY]
+    now_ms = int(request.app[CLOCK_KEY].wall() * 1000)
+    try:
+        raw = await asyncio.wait_for(_read_body(request, limit), BODY_READ_TIMEOUT_S)
+        # Decompressing and parsing up to `limit` bytes is CPU work: keep it off the loop.
+        batch = await asyncio.get_running_loop().run_in_executor(
+            None, _decode_and_validate, raw, encoding != "identity", limit, now_ms
+        )
+    except BodyTooLarge as exc:
+        log.info("rejected upload from %s: 413 %s", peer, exc)
+        return error_response(413, str(exc))
+    except PayloadError as exc:
+        log.info("rejected upload from %s: 400 %s", peer, exc)
+        return error_response(400, str(exc))
+    except asyncio.TimeoutError:
+        log.info("rejected upload from %s: 408 body not received in time", peer)
+        return error_response(408, f"body not received within {BODY_READ_TIMEOUT_S:.0f}s")
+
+    stored = await request.app[STORE_KEY].insert(batch.device_id, batch.samples)
+    received = len(batch.samples)
+    duplicates = received - stored
+    log.info(
+        "upload from %s device=%s received=%d stored=%d duplicates=%d",
+        peer, batch.device_id, received, stored, duplicates,
+    )
+    if log.isEnabledFor(logging.DEBUG):
+        for sample in batch.samples:
+            log.debug(
+                "  device=%s %s%s = %r @ %d",
+                batch.device_id, sample.name, dict(sample.labels) if sample.labels else "",
+                sample.value, sample.timestamp_ms,
+            )
+    return web.json_response(
+        {"success": True, "received": received, "stored": stored, "duplicates": duplicates}
+    )
+
+
+async def get_health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "samples": await request.app[STORE_KEY].count()})
+
+
+def build_app(
+    db_path: str,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    clock: Clock | None = None,
+) -> web.Application:
+    """The receiver app; its database opens on startup and closes on cleanup.
+
+    Serve it with an AppRunner created with ``auto_decompress=False`` (as ``serve`` does):
+    the app inflates gzip bodies itself, with a hard output cap.
+    """
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be positive")
+    app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
+    store = SampleStore(db_path)
+    app[STORE_KEY] = store
+    app[MAX_BODY_KEY] = max_body_bytes
+    app[CLOCK_KEY] = clock or SystemClock()
+
+    async def store_lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        yield
+        await store.close()
+
+    app.cleanup_ctx.append(store_lifecycle)
+    app.router.add_post("/api/metrics", post_metrics)
+    app.router.add_get("/health", get_health)
+    return app
+
+
+def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    # auto_decompress=False: aiohttp would otherwise inflate gzip bodies before the
+    # app's size cap sees them.
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        auto_decompress=False,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        **kwargs,
+    )
+
+
+async def serve(
+    host: str,
+    port: int,
+    db_path: str,
+    stop: asyncio.Event,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    on_listening: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve until ``stop`` is set, then finish in-flight requests and close the database."""
+    runner = make_runner(build_app(db_path, max_body_bytes=max_body_bytes))
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_port = _bound_port(runner, port)
+        log.info("metrics-receiver listening on %s port %d, db %s", host, bound_port, db_path)
+        if on_listening is not None:
+            on_listening(host, bound_port)
+        await stop.wait()
+        log.info("metrics-receiver stopping: finishing in-flight requests")
+    finally:
+        await runner.cleanup()
+    log.info("metrics-receiver stopped")
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return requested
+
+
+def run(listen: str, db_path: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    """Run the receiver in the foreground until SIGTERM or SIGINT (graceful, returns)."""
+    host, port = parse_listen(listen)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await serve(host, port, db_path, stop, max_body_bytes=max_body_bytes)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    asyncio.run(main())
