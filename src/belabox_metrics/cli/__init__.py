@@ -1,0 +1,1 @@
+"""Command-line entry points: main(argv) -> exit code."""

@@ -1,0 +1,191 @@
+"""`metrics-collector`: run the agent, check a config, look at the stored data, or try it
+all on a dev box with `metrics-collector dev`.
+
+Exit codes: 0 ok, 1 runtime failure (another instance running, unusable database),
+2 bad usage or bad config (one line naming the key and the fix, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from belabox_metrics import __version__, logs
+from belabox_metrics.config import DEFAULT_CONFIG_PATH, Settings, load_config
+from belabox_metrics.store.lock import AlreadyRunning, ProcessLock
+from belabox_metrics.store.migrations import SchemaError
+from belabox_metrics.store.queue import SampleQueue
+from belabox_metrics.timefmt import format_ms
+from belabox_metrics.validation import ConfigError, format_duration
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metrics-collector",
+        description="BELABOX metrics agent: collect host and SRT metrics, store them in SQLite, "
+                    "forward them exactly once.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", default=None, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # Subcommands accept --config too; SUPPRESS keeps a value given before the subcommand.
+    config_help = f"config file (default {DEFAULT_CONFIG_PATH})"
+    run = sub.add_parser("run", help="run the agent (the default command)")
+    run.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+
+    query = sub.add_parser("query", help="print recent samples from the local database")
+    query.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    query.add_argument("--metric", default=None, help="only this metric name, e.g. cpu.temperature")
+    query.add_argument("--last", type=int, default=20, help="how many samples (default 20)")
+
+    from belabox_metrics.cli import dev
+
+    dev.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    config_path = args.config or DEFAULT_CONFIG_PATH
+    if command == "dev":
+        from belabox_metrics.cli import dev
+
+        return dev.main(args)
+    try:
+        settings = load_config(config_path)
+    except ConfigError as exc:
+        print(f"metrics-collector: config error in {config_path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if command == "check-config":
+        return check_config(settings)
+    if command == "query":
+        return query(settings, args.metric, args.last)
+    return run(settings)
+
+
+def check_config(settings: Settings) -> int:
+    from belabox_metrics.agent import build_collectors
+    from belabox_metrics.clock import SystemClock
+    from belabox_metrics.collectors.base import CollectorContext
+    from belabox_metrics.collectors.procfs import FsRoot
+
+    ctx = CollectorContext(FsRoot(settings.host.proc_root, settings.host.sys_root), SystemClock(),
+                           settings.device.id)
+    try:
+        collectors = build_collectors(settings, ctx)
+    except ConfigError as exc:
+        print(f"metrics-collector: config error in {settings.source}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for _, collector in collectors:
+        close = getattr(collector, "close", None)
+        if callable(close):
+            close()
+    enabled = ", ".join(f"{m.name} every {format_duration(m.interval)}" for m in settings.enabled_metrics)
+    remote = settings.remote
+    print(f"config OK: {settings.source}")
+    print(f"  device:  {settings.device.id}")
+    print(f"  storage: {settings.storage.path}")
+    print(f"  remote:  {logs.redact_url(remote.url) if remote.enabled else 'disabled'}"
+          + (f" every {format_duration(remote.interval)}" if remote.enabled else ""))
+    print(f"  metrics: {enabled}")
+    return EXIT_OK
+
+
+def query(settings: Settings, metric: str | None, last: int) -> int:
+    path = settings.storage.path
+    if last < 1:
+        print("metrics-collector: --last must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if not os.path.exists(path):
+        print(f"metrics-collector: no database at {path} yet: run the agent first "
+              "(or check storage.path)", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        queue = SampleQueue.open(path, settings.device.id)
+    except (SchemaError, sqlite3.Error) as exc:
+        print(f"metrics-collector: cannot read {path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        rows = queue.recent(metric, last)
+        sent_up_to = queue.cursor(logs.redact_url(settings.remote.url))
+        total, pending = queue.count(), queue.pending_count(logs.redact_url(settings.remote.url))
+    finally:
+        queue.close()
+    if not rows:
+        which = f" for {metric}" if metric else ""
+        print(f"no samples{which} in {path}")
+        return EXIT_OK
+    table = [("TIMESTAMP (UTC)", "METRIC", "VALUE", "LABELS", "SENT")]
+    for row in rows:
+        sample = row.sample
+        labels = ",".join(f'{k}="{v}"' for k, v in sample.labels)
+        value = f"{sample.value:g}" if sample.value is not None else str(sample.text)
+        table.append((format_ms(sample.timestamp_ms), sample.name, value, labels,
+                      "yes" if row.id <= sent_up_to else "no"))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
+    print(f"({len(rows)} shown; {total} stored, {pending} not yet uploaded)")
+    return EXIT_OK
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run(settings: Settings, stop_after: float | None = None) -> int:
+    """Run the agent until SIGTERM/SIGINT (or ``stop_after`` seconds)."""
+    from belabox_metrics.agent import Agent
+
+    log = logs.setup(settings.logging.level, settings.logging.format)
+    lock = ProcessLock(settings.storage.path)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"metrics-collector: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"metrics-collector: cannot create lock file {lock.path}: {exc.strerror}; "
+              "check storage.path and its permissions", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        try:
+            SampleQueue.open(settings.storage.path, settings.device.id).close()
+        except (SchemaError, sqlite3.Error, OSError) as exc:
+            print(f"metrics-collector: cannot open database {settings.storage.path}: {exc}",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        try:
+            agent = Agent(settings)
+        except ConfigError as exc:
+            print(f"metrics-collector: config error in {settings.source}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        install_signal_handlers(agent.stop)
+        timer = threading.Timer(stop_after, agent.stop.set) if stop_after else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        code = agent.run()
+        if timer is not None:
+            timer.cancel()
+        log.handlers[0].flush()
+        return code
+    finally:
+        lock.release()
