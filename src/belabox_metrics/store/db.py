@@ -31,7 +31,7 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000
     return conn
 
 
-class transaction:  # noqa: N801 - used like a keyword: `with transaction(conn):`
+class transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
