@@ -1,0 +1,381 @@
+#!/usr/bin/env bash
+# Install or upgrade belabox-metrics (the metrics-collector agent) from an offline bundle.
+#
+#   sudo ./install.sh                          from inside an unpacked bundle
+#   sudo scripts/install.sh --bundle DIR       from the repo (DIR: an unpacked bundle or its .tar.gz)
+#   sudo ./install.sh --rollback               switch back to the previous version
+#
+# Options:
+#   --root DIR           prefix for every installed path (a staging tree or a test dir)
+#   --no-systemctl       skip systemctl, useradd and chown (everything that needs root / systemd)
+#   --python PATH        interpreter for the venv (default: python3; CPython >= 3.10)
+#   --bundle DIR|TGZ     the bundle to install (default: the directory holding this script)
+#   --rollback           point "current" back at the previous venv and restart
+#   --settle-seconds N   how long the new service must stay active (default 5)
+#
+# Layout: /opt/belabox-metrics/venvs/<version>-<timestamp>/  one venv per install (the last 2 kept)
+#         /opt/belabox-metrics/current -> venvs/...           the running one (switched atomically)
+#         /opt/belabox-metrics/previous -> venvs/...          the rollback target
+#         /etc/belabox-metrics/config.yaml                    installed only if absent (0640 root:metrics)
+#         /var/lib/belabox-metrics/                           the agent's data (0750 metrics:metrics)
+#         /etc/systemd/system/metrics-collector.service
+# Installing needs no network: pip installs from the bundle's wheels/ with --no-index.
+set -euo pipefail
+
+SERVICE="metrics-collector"
+PACKAGE="belabox-metrics"
+SERVICE_USER="metrics"
+
+say() { printf 'install.sh: %s\n' "$*"; }
+warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
+die() { printf 'install.sh: ERROR: %s\n' "$*" >&2; exit 1; }
+
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+ROOT=""
+NO_SYSTEMCTL=0
+PYTHON_BIN="python3"
+BUNDLE=""
+ROLLBACK=0
+SETTLE_SECONDS=5
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --root) [[ $# -ge 2 ]] || die "--root needs a directory"; ROOT="$2"; shift 2 ;;
+        --root=*) ROOT="${1#*=}"; shift ;;
+        --no-systemctl) NO_SYSTEMCTL=1; shift ;;
+        --python) [[ $# -ge 2 ]] || die "--python needs a path"; PYTHON_BIN="$2"; shift 2 ;;
+        --python=*) PYTHON_BIN="${1#*=}"; shift ;;
+        --bundle) [[ $# -ge 2 ]] || die "--bundle needs a directory"; BUNDLE="$2"; shift 2 ;;
+        --bundle=*) BUNDLE="${1#*=}"; shift ;;
+        --rollback) ROLLBACK=1; shift ;;
+        --settle-seconds) [[ $# -ge 2 ]] || die "--settle-seconds needs a number"; SETTLE_SECONDS="$2"; shift 2 ;;
+        --settle-seconds=*) SETTLE_SECONDS="${1#*=}"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+done
+[[ "$SETTLE_SECONDS" =~ ^[0-9]+$ ]] || die "--settle-seconds takes whole seconds, not '$SETTLE_SECONDS'"
+
+if [[ -n "$ROOT" ]]; then
+    mkdir -p "$ROOT"
+    ROOT="$(cd "$ROOT" && pwd)"
+    [[ "$ROOT" == "/" ]] && ROOT=""
+fi
+if [[ -n "$ROOT" && $NO_SYSTEMCTL -eq 0 ]]; then
+    die "--root $ROOT installs files away from this system while systemctl would act on it: add --no-systemctl"
+fi
+if [[ $NO_SYSTEMCTL -eq 0 && $EUID -ne 0 ]]; then
+    die "run as root (sudo $0 ...), or add --no-systemctl --root DIR for an unprivileged staging install"
+fi
+
+OPT="$ROOT/opt/belabox-metrics"
+VENVS="$OPT/venvs"
+CURRENT="$OPT/current"
+PREVIOUS="$OPT/previous"
+ETC_DIR="$ROOT/etc/belabox-metrics"
+CONFIG="$ETC_DIR/config.yaml"
+DATA_DIR="$ROOT/var/lib/belabox-metrics"
+UNIT_DIR="$ROOT/etc/systemd/system"
+UNIT="$UNIT_DIR/$SERVICE.service"
+
+# ---------------------------------------------------------------- helpers
+
+switch_link() {  # switch_link TARGET LINK: replace LINK atomically (rename(2) over the old link)
+    local target="$1" link="$2" tmp
+    tmp="$(dirname "$link")/.$(basename "$link").tmp.$$"
+    ln -sfn "$target" "$tmp"
+    # GNU mv -T renames onto the link itself instead of into the directory it points to;
+    # BSD mv (macOS dev boxes) spells it -h.
+    mv -T "$tmp" "$link" 2>/dev/null || mv -fh "$tmp" "$link"
+}
+
+link_target() { readlink "$1" 2>/dev/null || true; }
+
+install_unit_from() {  # install_unit_from FILE: write the unit atomically
+    mkdir -p "$UNIT_DIR"
+    install -m 0644 "$1" "$UNIT.tmp.$$"
+    mv -f "$UNIT.tmp.$$" "$UNIT"
+}
+
+systemctl_quiet() { systemctl "$@" >/dev/null 2>&1; }
+
+# service_settles: the service is active now and stays active (no restart) for SETTLE_SECONDS.
+# Type=simple reports "active" as soon as the process is forked, so a crash a second later only
+# shows up as "activating" (auto-restart) or "failed": watch it for a while.
+service_settles() {
+    local waited=0 state
+    while true; do
+        state="$(systemctl is-active "$SERVICE" 2>/dev/null || true)"
+        if [[ "$state" != "active" ]]; then
+            say "$SERVICE is '$state' after ${waited}s"
+            return 1
+        fi
+        [[ $waited -ge $SETTLE_SECONDS ]] && break
+        sleep 1
+        waited=$((waited + 1))
+    done
+    local restarts
+    restarts="$(systemctl show -p NRestarts --value "$SERVICE" 2>/dev/null || echo 0)"
+    if [[ -n "$restarts" && "$restarts" != "0" ]]; then
+        say "$SERVICE restarted $restarts time(s) within ${SETTLE_SECONDS}s"
+        return 1
+    fi
+    return 0
+}
+
+show_journal() {
+    if command -v journalctl >/dev/null 2>&1; then
+        say "last journal lines of $SERVICE:"
+        journalctl -u "$SERVICE" -n 25 --no-pager 2>/dev/null | sed 's/^/    /' || true
+    fi
+}
+
+start_and_check() {  # start_and_check: daemon-reload, enable, restart, wait; returns 1 when it fails
+    systemctl daemon-reload
+    systemctl enable "$SERVICE" >/dev/null 2>&1 || die "systemctl enable $SERVICE failed"
+    if ! systemctl restart "$SERVICE"; then
+        say "systemctl restart $SERVICE failed (a bad config fails in ExecStartPre check-config)"
+        return 1
+    fi
+    service_settles
+}
+
+# ---------------------------------------------------------------- rollback
+
+if [[ $ROLLBACK -eq 1 ]]; then
+    to="$(link_target "$PREVIOUS")"
+    from="$(link_target "$CURRENT")"
+    [[ -n "$to" && -d "$OPT/$to" ]] || die "no previous version to roll back to ($PREVIOUS is missing)"
+    say "rolling back: current $from -> $to"
+    [[ $NO_SYSTEMCTL -eq 1 ]] || systemctl stop "$SERVICE" 2>/dev/null || true
+    switch_link "$to" "$CURRENT"
+    [[ -n "$from" ]] && switch_link "$from" "$PREVIOUS"
+    if [[ -f "$OPT/$to/share/belabox-metrics/$SERVICE.service" ]]; then
+        install_unit_from "$OPT/$to/share/belabox-metrics/$SERVICE.service"
+    fi
+    if [[ $NO_SYSTEMCTL -eq 0 ]]; then
+        if ! start_and_check; then
+            show_journal
+            die "the rolled-back version ($to) does not stay up either: see the journal above"
+        fi
+        say "$SERVICE is active on $to"
+    fi
+    say "rolled back: current -> $to, previous -> ${from:-none}"
+    exit 0
+fi
+
+# ---------------------------------------------------------------- the bundle
+
+CLEANUP=()
+NEW_VENV=""
+SWITCHED=0
+cleanup() {
+    local path
+    for path in ${CLEANUP[@]+"${CLEANUP[@]}"}; do rm -rf "$path"; done
+    # A venv that never became "current" is half-built or unused: do not leave it behind.
+    if [[ -n "$NEW_VENV" && $SWITCHED -eq 0 ]]; then rm -rf "$NEW_VENV"; fi
+}
+trap cleanup EXIT
+
+if [[ -z "$BUNDLE" ]]; then
+    BUNDLE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    if [[ ! -f "$BUNDLE/VERSION" || ! -d "$BUNDLE/wheels" ]]; then
+        die "$BUNDLE is not an unpacked bundle (no VERSION / wheels/): build one with scripts/build.sh and pass --bundle DIR"
+    fi
+elif [[ -f "$BUNDLE" ]]; then
+    # A .tar.gz straight from dist/: unpack it to a temp dir first.
+    unpacked="$(mktemp -d "${TMPDIR:-/tmp}/belabox-metrics-bundle.XXXXXX")"
+    CLEANUP+=("$unpacked")
+    tar xzf "$BUNDLE" -C "$unpacked" || die "cannot unpack $BUNDLE"
+    BUNDLE="$(find "$unpacked" -mindepth 2 -maxdepth 2 -name VERSION -exec dirname {} \; | head -n 1)"
+    [[ -n "$BUNDLE" ]] || die "no VERSION file inside the archive"
+fi
+[[ -d "$BUNDLE" ]] || die "bundle directory $BUNDLE does not exist"
+BUNDLE="$(cd "$BUNDLE" && pwd)"
+for required in VERSION wheels config.yaml "$SERVICE.service"; do
+    [[ -e "$BUNDLE/$required" ]] || die "the bundle $BUNDLE lacks $required"
+done
+VERSION="$(tr -d '[:space:]' <"$BUNDLE/VERSION")"
+[[ -n "$VERSION" ]] || die "$BUNDLE/VERSION is empty"
+
+if [[ -f "$BUNDLE/SHA256SUMS" ]]; then
+    if command -v sha256sum >/dev/null 2>&1; then
+        sums=(sha256sum --check --quiet --strict)
+    else
+        sums=(shasum -a 256 --check --quiet)
+    fi
+    if ! (cd "$BUNDLE" && "${sums[@]}" SHA256SUMS); then
+        die "checksum mismatch in $BUNDLE (see above): the bundle is damaged or was modified - copy it again"
+    fi
+    say "checksums OK ($(wc -l <"$BUNDLE/SHA256SUMS" | tr -d ' ') files)"
+else
+    warn "no SHA256SUMS in the bundle: not verified"
+fi
+
+# ---------------------------------------------------------------- the interpreter
+
+PYTHON_PATH="$(command -v "$PYTHON_BIN" || true)"
+[[ -n "$PYTHON_PATH" ]] || die "no interpreter '$PYTHON_BIN' (install python3 >= 3.10 or pass --python PATH)"
+if ! "$PYTHON_PATH" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
+    die "$PYTHON_PATH is Python $("$PYTHON_PATH" -c 'import platform; print(platform.python_version())'); belabox-metrics needs >= 3.10"
+fi
+PYTHON_VERSION="$("$PYTHON_PATH" -c 'import platform; print(platform.python_version())')"
+case "$(cd "$(dirname "$PYTHON_PATH")" && pwd -P)" in
+    /home/*|/root/*|/run/user/*)
+        # The unit has ProtectHome=true: an interpreter under a home directory is invisible to it.
+        [[ $NO_SYSTEMCTL -eq 1 ]] || warn "$PYTHON_PATH lives under a home directory, which the service cannot see (ProtectHome=true): use a system python3" ;;
+esac
+
+# ---------------------------------------------------------------- 1. user
+
+if [[ $NO_SYSTEMCTL -eq 0 ]]; then
+    if ! getent group "$SERVICE_USER" >/dev/null; then
+        groupadd --system "$SERVICE_USER"
+        say "created system group $SERVICE_USER"
+    fi
+    if ! getent passwd "$SERVICE_USER" >/dev/null; then
+        nologin="/usr/sbin/nologin"
+        [[ -x "$nologin" ]] || nologin="/sbin/nologin"
+        [[ -x "$nologin" ]] || nologin="/bin/false"
+        useradd --system --gid "$SERVICE_USER" --no-create-home --home-dir /var/lib/belabox-metrics \
+            --shell "$nologin" --comment "belabox-metrics agent" "$SERVICE_USER"
+        say "created system user $SERVICE_USER"
+    fi
+fi
+
+# ---------------------------------------------------------------- 2. a new venv (old service keeps running)
+
+mkdir -p "$VENVS"
+venv_name="$VERSION-$(date -u +%Y%m%dT%H%M%SZ)"
+if [[ -e "$VENVS/$venv_name" ]]; then  # two installs within one second
+    n=2
+    while [[ -e "$VENVS/$venv_name-$n" ]]; do n=$((n + 1)); done
+    venv_name="$venv_name-$n"
+fi
+NEW_VENV="$VENVS/$venv_name"  # removed again on exit unless the switch below happens
+
+say "creating $NEW_VENV with $PYTHON_PATH (Python $PYTHON_VERSION)"
+pip_wheel="$(ls "$BUNDLE"/wheels/pip-*.whl 2>/dev/null | sort -V | tail -n 1 || true)"
+# Keep the operator's pip config and user site out of it: the install must be the bundle only.
+export PIP_CONFIG_FILE=/dev/null PYTHONNOUSERSITE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+if [[ -n "$pip_wheel" ]]; then
+    # pip runs straight from its wheel: no need for ensurepip (Debian's python3-venv package).
+    "$PYTHON_PATH" -m venv --without-pip "$NEW_VENV" || die "python3 -m venv failed"
+    pip_cmd=("$NEW_VENV/bin/python" "$pip_wheel/pip")
+else
+    "$PYTHON_PATH" -m venv "$NEW_VENV" || die "python3 -m venv failed (on Debian/Ubuntu: apt install python3-venv)"
+    pip_cmd=("$NEW_VENV/bin/python" -m pip)
+fi
+if ! "${pip_cmd[@]}" install --quiet --no-index --no-cache-dir --find-links "$BUNDLE/wheels" \
+        "$PACKAGE==$VERSION"; then
+    die "pip could not install $PACKAGE $VERSION from $BUNDLE/wheels (no network is used): is this bundle ($(basename "$BUNDLE")) built for $(uname -m) and Python $PYTHON_VERSION?"
+fi
+[[ -x "$NEW_VENV/bin/metrics-collector" ]] || die "the venv has no bin/metrics-collector"
+# Each venv carries its own unit and example config, so a rollback restores a matching unit.
+mkdir -p "$NEW_VENV/share/belabox-metrics"
+cp "$BUNDLE/$SERVICE.service" "$NEW_VENV/share/belabox-metrics/"
+cp "$BUNDLE/config.yaml" "$NEW_VENV/share/belabox-metrics/config.yaml.example"
+cp "$BUNDLE/VERSION" "$NEW_VENV/share/belabox-metrics/VERSION"
+
+# ---------------------------------------------------------------- 3. stop the old service
+
+if [[ $NO_SYSTEMCTL -eq 0 ]]; then
+    if systemctl_quiet cat "$SERVICE"; then
+        say "stopping and disabling the running $SERVICE"
+        systemctl stop "$SERVICE" 2>/dev/null || true
+        systemctl disable "$SERVICE" >/dev/null 2>&1 || true
+    fi
+fi
+
+# ---------------------------------------------------------------- 4. switch current, prune
+
+old_target="$(link_target "$CURRENT")"
+if [[ -e "$CURRENT" && ! -L "$CURRENT" ]]; then
+    die "$CURRENT exists and is not a symlink: move it away first"
+fi
+# Relative targets: the same tree works under --root and after being copied.
+switch_link "venvs/$venv_name" "$CURRENT"
+SWITCHED=1
+if [[ -n "$old_target" && "$old_target" != "venvs/$venv_name" && -d "$OPT/$old_target" ]]; then
+    switch_link "$old_target" "$PREVIOUS"
+else
+    old_target=""
+fi
+pruned=()
+for venv in "$VENVS"/*; do
+    [[ -d "$venv" ]] || continue
+    name="venvs/$(basename "$venv")"
+    [[ "$name" == "venvs/$venv_name" || "$name" == "$old_target" ]] && continue
+    rm -rf "$venv"
+    pruned+=("$(basename "$venv")")
+done
+
+# ---------------------------------------------------------------- 5. config, data, unit
+
+if [[ ! -d "$ETC_DIR" ]]; then
+    mkdir -p "$ETC_DIR"
+    chmod 0750 "$ETC_DIR"
+fi
+[[ $NO_SYSTEMCTL -eq 1 ]] || chown "root:$SERVICE_USER" "$ETC_DIR"
+if [[ -e "$CONFIG" ]]; then
+    config_action="kept (not overwritten)"
+else
+    install -m 0640 "$BUNDLE/config.yaml" "$CONFIG.tmp.$$"
+    [[ $NO_SYSTEMCTL -eq 1 ]] || chown "root:$SERVICE_USER" "$CONFIG.tmp.$$"
+    mv -f "$CONFIG.tmp.$$" "$CONFIG"
+    config_action="installed from the bundle (edit it, then: systemctl restart $SERVICE)"
+fi
+# The new version's example sits next to it, to diff against after an upgrade.
+install -m 0640 "$BUNDLE/config.yaml" "$CONFIG.example"
+[[ $NO_SYSTEMCTL -eq 1 ]] || chown "root:$SERVICE_USER" "$CONFIG.example"
+
+mkdir -p "$DATA_DIR"
+chmod 0750 "$DATA_DIR"
+[[ $NO_SYSTEMCTL -eq 1 ]] || chown "$SERVICE_USER:$SERVICE_USER" "$DATA_DIR"
+
+install_unit_from "$BUNDLE/$SERVICE.service"
+
+# ---------------------------------------------------------------- 6. start and verify
+
+service_state="not started (--no-systemctl)"
+if [[ $NO_SYSTEMCTL -eq 0 ]]; then
+    say "starting $SERVICE $VERSION"
+    if start_and_check; then
+        service_state="active"
+    else
+        show_journal
+        if [[ -n "$old_target" ]]; then
+            say "the new version does not stay up: rolling back to $old_target"
+            switch_link "$old_target" "$CURRENT"
+            switch_link "venvs/$venv_name" "$PREVIOUS"
+            if [[ -f "$OPT/$old_target/share/belabox-metrics/$SERVICE.service" ]]; then
+                install_unit_from "$OPT/$old_target/share/belabox-metrics/$SERVICE.service"
+            fi
+            if start_and_check; then
+                die "$PACKAGE $VERSION failed to start; rolled back to $old_target, which is active again. The failed venv is kept as 'previous'."
+            fi
+            show_journal
+            die "$PACKAGE $VERSION failed to start, and the rolled-back $old_target does not stay up either (journal above)"
+        fi
+        die "$PACKAGE $VERSION failed to start and there is no previous version to roll back to: fix the cause above (often $CONFIG), then: systemctl restart $SERVICE"
+    fi
+fi
+
+# ---------------------------------------------------------------- summary
+
+echo
+say "installed $PACKAGE $VERSION"
+printf '  %-10s %s\n' \
+    "venv" "$NEW_VENV (Python $PYTHON_VERSION)" \
+    "current" "$CURRENT -> $(link_target "$CURRENT")" \
+    "previous" "${old_target:+$PREVIOUS -> $old_target}${old_target:-none (first install)}" \
+    "pruned" "${pruned[*]:-nothing}" \
+    "config" "$CONFIG: $config_action" \
+    "data" "$DATA_DIR" \
+    "unit" "$UNIT" \
+    "service" "$service_state"
+if [[ $NO_SYSTEMCTL -eq 0 ]]; then
+    echo "  logs:      journalctl -u $SERVICE -f"
+    echo "  rollback:  sudo $0 --rollback"
+fi
