@@ -70,13 +70,21 @@ pip_or_explain() {  # pip_or_explain WHAT LOG -- pip args...: run pip; on failur
         return 0
     fi
     cat "$log" >&2
+    # Unreachable index first: pip then also says "No matching distribution", which would
+    # wrongly blame the package.
+    if grep -qiE 'NewConnectionError|Failed to establish|name resolution|Name or service not known|Network is unreachable|ProxyError|ConnectTimeout|ReadTimeout|Retrying \(Retry' "$log"; then
+        die "$what: cannot reach the package index (network) - pip output above"
+    fi
     local missing
     missing="$(sed -n 's/.*No matching distribution found for \([^ ]*\).*/\1/p' "$log" | head -n 1)"
-    if [[ -n "$missing" ]]; then
-        die "$what: no binary wheel for '$missing' (it has no wheel for this platform/Python, or the index is unreachable)"
+    # pip says the same "No matching distribution" when the index is unreachable (and with
+    # PIP_RETRIES=0 prints no connection error at all): probe with pip itself, always a wheel.
+    if [[ -n "$missing" ]] && ! "$PYTHON" -m pip download --disable-pip-version-check --no-deps \
+            --only-binary=:all: --dest "$WORK/index-probe" pip >/dev/null 2>&1; then
+        die "$what: cannot reach the package index (network): even pip's own wheel cannot be downloaded"
     fi
-    if grep -qiE 'NewConnectionError|Failed to establish|Temporary failure in name resolution|Network is unreachable|ProxyError|ConnectTimeout' "$log"; then
-        die "$what: cannot reach the package index (network) - pip output above"
+    if [[ -n "$missing" ]]; then
+        die "$what: no binary wheel for '$missing' (this package publishes no wheel for this platform/Python)"
     fi
     die "$what: pip failed - output above"
 }
