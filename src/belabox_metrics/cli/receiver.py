@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("aiohttp", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        run(args.listen, args.db, max_body_bytes=args.max_body_bytes)
+        run(args.listen, args.db, max_body_bytes=args.max_body_bytes, restore_signals=False)
     except OSError as exc:
         logging.getLogger(PROG).error("cannot listen on %s: %s", args.listen, exc)
         return 1

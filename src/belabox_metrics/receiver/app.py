@@ -8,9 +8,11 @@ retry a 5xx but must never retry a 4xx unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -40,6 +42,49 @@ MAX_BODY_KEY: web.AppKey[int] = web.AppKey("max_body_bytes", int)
 CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class InFlight:
+    """Counts requests being handled, so shutdown can wait for them.
+
+    aiohttp's own shutdown stops reading from every connection at once, which would cut
+    off a request whose body is still arriving; the receiver first stops listening, then
+    waits here for handlers to finish, and only then lets aiohttp close connections.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+
+IN_FLIGHT_KEY: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
+
+
+@web.middleware
+async def track_in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    in_flight = request.app[IN_FLIGHT_KEY]
+    in_flight.enter()
+    try:
+        return await handler(request)
+    finally:
+        in_flight.leave()
 
 
 class ListenAddressError(ValueError):
@@ -195,11 +240,14 @@ def build_app(
     """
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be positive")
-    app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
+    app = web.Application(
+        middlewares=[track_in_flight, json_errors], client_max_size=max_body_bytes
+    )
     store = SampleStore(db_path)
     app[STORE_KEY] = store
     app[MAX_BODY_KEY] = max_body_bytes
     app[CLOCK_KEY] = clock or SystemClock()
+    app[IN_FLIGHT_KEY] = InFlight()
 
     async def store_lifecycle(_: web.Application) -> AsyncIterator[None]:
         await store.open()
@@ -235,7 +283,8 @@ async def serve(
     on_listening: Callable[[str, int], None] | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then finish in-flight requests and close the database."""
-    runner = make_runner(build_app(db_path, max_body_bytes=max_body_bytes))
+    app = build_app(db_path, max_body_bytes=max_body_bytes)
+    runner = make_runner(app)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -245,7 +294,15 @@ async def serve(
         if on_listening is not None:
             on_listening(host, bound_port)
         await stop.wait()
-        log.info("metrics-receiver stopping: finishing in-flight requests")
+        await site.stop()  # no new connections; open ones keep being served
+        in_flight = app[IN_FLIGHT_KEY]
+        log.info("metrics-receiver stopping: finishing %d in-flight requests", in_flight.count)
+        if not await in_flight.wait_idle(SHUTDOWN_TIMEOUT_S):
+            log.warning(
+                "%d requests still running after %.0fs, cancelling them",
+                in_flight.count,
+                SHUTDOWN_TIMEOUT_S,
+            )
     finally:
         await runner.cleanup()
     log.info("metrics-receiver stopped")
@@ -258,19 +315,57 @@ def _bound_port(runner: web.AppRunner, requested: int) -> int:
     return requested
 
 
-def run(listen: str, db_path: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
-    """Run the receiver in the foreground until SIGTERM or SIGINT (graceful, returns)."""
+class _StopOnSignal:
+    """A signal handler that asks the server loop to stop, and is harmless once it has.
+
+    Installed with signal.signal rather than loop.add_signal_handler: asyncio resets the
+    signal to its default action when the loop closes, so a second SIGTERM during the
+    last moments of a graceful exit would kill the process with status -15.
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop: asyncio.Event | None = None
+        self.requested = False  # a signal that came before the loop was running
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.requested = True
+        loop, stop = self.loop, self.stop
+        if loop is None or stop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(stop.set)
+
+
+def run(
+    listen: str,
+    db_path: str,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    restore_signals: bool = True,
+) -> None:
+    """Run the receiver in the foreground until SIGTERM or SIGINT, then return.
+
+    Shutdown is graceful: stop listening, let in-flight requests finish, close the
+    database. ``restore_signals=False`` (the CLI) leaves later signals ignored while the
+    process exits.
+    """
     host, port = parse_listen(listen)
+    on_signal = _StopOnSignal()
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals} if in_main_thread else {}
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            await serve(host, port, db_path, stop, max_body_bytes=max_body_bytes)
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
+        on_signal.stop = asyncio.Event()
+        on_signal.loop = asyncio.get_running_loop()
+        if on_signal.requested:
+            on_signal.stop.set()
+        await serve(host, port, db_path, on_signal.stop, max_body_bytes=max_body_bytes)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if restore_signals:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
