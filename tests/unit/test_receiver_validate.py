@@ -98,6 +98,7 @@ def test_null_or_empty_labels_mean_none() -> None:
         ({k: v for k, v in payload().items() if k != "timestamp"}, "timestamp: missing"),
         ({k: v for k, v in payload().items() if k != "metrics"}, "metrics: missing"),
         (payload(extra=1), "extra: unknown field"),
+        (payload(**{"forged\nINFO line": 1}), "'forged\\nINFO line': unknown field"),
         (payload(device_id=7), "device_id: must be a string, got a number"),
         (payload(device_id=""), "device_id: '' must match"),
         (payload(device_id="-leading-dash"), "device_id: '-leading-dash' must match"),

@@ -128,19 +128,19 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status == 404:
             message = f"no such endpoint: {request.path[:200]}"
         elif exc.status == 405:
-            message = f"method {request.method} not allowed on {request.path[:200]}"
+            message = f"method {request.method[:20]} not allowed on {request.path[:200]}"
         else:
             message = exc.reason
         return error_response(exc.status, message, headers)
     except asyncio.CancelledError:
         raise
     except sqlite3.Error as exc:
-        log.error("database error on %s %s: %s", request.method, request.path, exc)
+        log.error("database error on %s %r: %s", request.method, request.path, exc)
         return error_response(
             503, "receiver storage unavailable, retry later", {"Retry-After": "5"}
         )
     except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
+        log.exception("internal error on %s %r", request.method, request.path)
         return error_response(500, "internal receiver error")
 
 

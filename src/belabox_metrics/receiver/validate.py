@@ -233,7 +233,10 @@ def _only_known(obj: Mapping[str, object], known: frozenset[str], field: str) ->
     for key in obj:
         if key not in known:
             where = f"{field}." if field else ""
-            _fail(f"{where}{key[:100]}: unknown field (expected one of {', '.join(sorted(known))})")
+            # Quote anything odd so a crafted key cannot forge lines in the receiver's log.
+            shown = key if LABEL_KEY_RE.fullmatch(key) else repr(key[:100])
+            expected = ", ".join(sorted(known))
+            _fail(f"{where}{shown}: unknown field (expected one of {expected})")
 
 
 def validate_payload(document: object, now_ms: int) -> Batch:
