@@ -120,8 +120,9 @@ make_bundle() {  # make_bundle PLATFORM_NAME: stage $WORK/<name>/wheels first, t
     cp "$REPO/configs/config.yaml" "$stage/config.yaml"
     cp "$REPO/systemd/metrics-collector.service" "$stage/metrics-collector.service"
     printf '%s\n' "$VERSION" >"$stage/VERSION"
-    (cd "$stage" && find . -type f ! -name SHA256SUMS | sed 's#^\./##' | LC_ALL=C sort \
-        | while IFS= read -r f; do sha256_lines "$f"; done >SHA256SUMS)
+    (cd "$stage" && find . -type f | sed 's#^\./##' | LC_ALL=C sort \
+        | while IFS= read -r f; do sha256_lines "$f"; done) >"$WORK/SHA256SUMS.tmp"
+    mv "$WORK/SHA256SUMS.tmp" "$stage/SHA256SUMS"
     local tarball="$OUT/$name.tar.gz"
     local tar_opts=()
     if tar --version 2>/dev/null | grep -q 'GNU tar'; then

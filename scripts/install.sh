@@ -257,7 +257,9 @@ NEW_VENV="$VENVS/$venv_name"  # removed again on exit unless the switch below ha
 
 say "creating $NEW_VENV with $PYTHON_PATH (Python $PYTHON_VERSION)"
 pip_wheel="$(ls "$BUNDLE"/wheels/pip-*.whl 2>/dev/null | sort -V | tail -n 1 || true)"
-# Keep the operator's pip config and user site out of it: the install must be the bundle only.
+# Keep the operator's pip config, PIP_* variables and user site out of it: the install must be
+# the bundle only.
+for pip_var in $(compgen -e | grep '^PIP_' || true); do unset "$pip_var"; done
 export PIP_CONFIG_FILE=/dev/null PYTHONNOUSERSITE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 if [[ -n "$pip_wheel" ]]; then
     # pip runs straight from its wheel: no need for ensurepip (Debian's python3-venv package).
