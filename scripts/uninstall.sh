@@ -18,7 +18,7 @@ SERVICE="metrics-collector"
 
 say() { printf 'uninstall.sh: %s\n' "$*"; }
 die() { printf 'uninstall.sh: ERROR: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 ROOT=""
 NO_SYSTEMCTL=0
