@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,9 +23,11 @@ from belabox_metrics.collectors.procfs import FsRoot
 from belabox_metrics.config import Settings
 from belabox_metrics.logs import event, get, redact_url
 from belabox_metrics.model import Sample
+from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.store.queue import SampleQueue
+from belabox_metrics.upload.encode import wire_format
 from belabox_metrics.upload.transport import HttpTransport, Transport
-from belabox_metrics.upload.uploader import Uploader
+from belabox_metrics.upload.uploader import Uploader, UploadPolicy
 
 # Samples that could not be stored (disk full, database locked) are kept in memory and
 # retried, up to this many; beyond it the oldest are dropped and counted.
@@ -137,6 +140,74 @@ def build_collectors(settings: Settings, ctx: CollectorContext) -> list[tuple[Me
     return [(m, specs[m.name].factory(m, ctx)) for m in settings.enabled_metrics]
 
 
+def upload_policy(settings: Settings) -> UploadPolicy:
+    remote = settings.remote
+    return UploadPolicy(
+        max_samples=remote.batch_size, max_bytes=remote.max_request_bytes,
+        max_attempts=remote.retry.max_attempts, backoff_base=remote.retry.backoff_base,
+        backoff_max=remote.retry.backoff_max, jitter=remote.retry.jitter,
+        max_age_ms=int(remote.max_sample_age * 1000), max_future_ms=int(remote.max_future * 1000),
+        newest_first=remote.newest_first,
+    )
+
+
+def read_boot_id(fs: FsRoot) -> str:
+    try:
+        return fs.read_proc("sys", "kernel", "random", "boot_id").strip()
+    except OSError:
+        return "unknown"
+
+
+@dataclass
+class Housekeeping:
+    """Retention, the disk cap and WAL checkpoints, run from the upload thread between
+    cycles (also when the uplink is down, so an offline box never fills its disk)."""
+
+    queue: SampleQueue
+    settings: Settings
+    destinations: Sequence[str]
+    clock: Clock
+    log: logging.Logger
+    every: float = 60.0
+    next_prune: float = 0.0
+    next_checkpoint: float = 0.0
+    dropped_unsent_total: int = 0
+    pruned_total: int = 0
+    checkpoints: int = 0
+
+    def __post_init__(self) -> None:
+        now = self.clock.monotonic()
+        self.next_checkpoint = now + self.settings.storage.wal_checkpoint_interval
+
+    def run(self, *, final: bool = False) -> None:
+        now = self.clock.monotonic()
+        storage = self.settings.storage
+        if now >= self.next_prune:
+            self.next_prune = now + self.every
+            cutoff_ms = int((self.clock.wall() - storage.retention) * 1000)
+            pruned = self.queue.prune_sent(self.destinations, cutoff_ms)
+            self.pruned_total += pruned
+            dropped = self.queue.enforce_max_size(storage.max_size, self.destinations)
+            if dropped:
+                self.dropped_unsent_total += dropped
+                event(self.log, logging.WARNING, "storage.max_size reached: dropped the oldest unsent samples",
+                      dropped=dropped, dropped_total=self.dropped_unsent_total, max_size=storage.max_size)
+        wal_path = storage.path + "-wal"
+        wal_bytes = os.path.getsize(wal_path) if os.path.exists(wal_path) else 0
+        if final or now >= self.next_checkpoint or wal_bytes > storage.wal_checkpoint_size:
+            self.next_checkpoint = now + storage.wal_checkpoint_interval
+            self.checkpoint(wal_bytes)
+
+    def checkpoint(self, wal_bytes: int) -> None:
+        started = time.perf_counter()
+        busy = self.queue.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        wal_path = self.settings.storage.path + "-wal"
+        after = os.path.getsize(wal_path) if os.path.exists(wal_path) else 0
+        self.checkpoints += 1
+        event(self.log, logging.INFO, "wal checkpoint", duration_ms=round((time.perf_counter() - started) * 1000, 1),
+              bytes_reclaimed=max(0, wal_bytes - after), wal_bytes=after, busy=bool(busy))
+
+
 class Agent:
     def __init__(self, settings: Settings, *, clock: Clock | None = None,
                  transport: Transport | None = None) -> None:
@@ -147,8 +218,13 @@ class Agent:
         self.stop = threading.Event()
         self.collection_done = threading.Event()
         self.errors: list[BaseException] = []
-        fs = FsRoot(settings.host.proc_root, settings.host.sys_root)
-        self.ctx = CollectorContext(fs=fs, clock=self.clock, device_id=settings.device.id,
+        remote = settings.remote
+        self.headers: dict[str, str] = {}
+        if remote.token_file:
+            token = read_secret_file(remote.token_file, "remote.token_file")
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.fs = FsRoot(settings.host.proc_root, settings.host.sys_root)
+        self.ctx = CollectorContext(fs=self.fs, clock=self.clock, device_id=settings.device.id,
                                     log=get("collector"))
         start = self.clock.monotonic()
         self.scheduled = [
@@ -156,9 +232,11 @@ class Agent:
         ]
         self.collection: CollectionLoop | None = None
         self.uploader: Uploader | None = None
+        self.housekeeping: Housekeeping | None = None
+        self.session_id: int | None = None
 
     def _open_queue(self) -> SampleQueue:
-        return SampleQueue.open(self.settings.storage.path, self.settings.device.id)
+        return SampleQueue.open(self.settings.storage.path)
 
     def _collection_thread(self) -> None:
         queue = self._open_queue()
@@ -178,19 +256,25 @@ class Agent:
         queue = self._open_queue()
         try:
             self.uploader = Uploader(queue, self.transport, url=remote.url,
-                                     device_id=self.settings.device.id, batch_size=remote.batch_size,
-                                     clock=self.clock, log=get("upload"))
+                                     fmt=wire_format(remote.format, self.settings.device.id),
+                                     clock=self.clock, log=get("upload"), policy=upload_policy(self.settings),
+                                     headers=self.headers, stop=self.stop)
+            destinations = [self.uploader.destination] if remote.enabled else []
+            self.housekeeping = Housekeeping(queue, self.settings, destinations, self.clock, get("storage"))
             while True:
                 if self.clock.wait(remote.interval, self.stop):
                     break
-                self.uploader.run_cycle()
+                if remote.enabled:
+                    self.uploader.run_cycle()
+                self.housekeeping.run()
             # Shutdown: wait for the last collection to be stored, then one last upload.
             self.collection_done.wait(timeout=remote.shutdown_grace)
-            deadline = self.clock.monotonic() + remote.shutdown_grace
-            result = self.uploader.run_cycle(deadline=deadline)
-            left = queue.pending_count(self.uploader.destination)
-            event(self.log, logging.INFO, "final upload", acknowledged=result.acknowledged,
-                  pending=left, error=result.error)
+            if remote.enabled:
+                deadline = self.clock.monotonic() + remote.shutdown_grace
+                result = self.uploader.run_cycle(deadline=deadline)
+                event(self.log, logging.INFO, "final upload", acknowledged=result.acknowledged,
+                      pending=queue.pending_count(self.uploader.destination), error=result.error)
+            self.housekeeping.run(final=True)
         except BaseException as exc:
             self.errors.append(exc)
             self.log.exception("upload loop crashed")
@@ -202,21 +286,28 @@ class Agent:
     def run(self) -> int:
         """Run until ``self.stop`` is set. Returns the process exit code."""
         remote = self.settings.remote
+        queue = self._open_queue()
+        try:
+            self.session_id = queue.start_session(read_boot_id(self.fs), int(self.clock.wall() * 1000),
+                                                  self.clock.monotonic())
+        finally:
+            queue.close()
         event(self.log, logging.INFO, "starting", device_id=self.settings.device.id,
-              db=self.settings.storage.path,
+              db=self.settings.storage.path, session_id=self.session_id,
               metrics=",".join(f"{m.settings.name}@{m.settings.interval:g}s" for m in self.scheduled),
-              remote=redact_url(remote.url) if remote.enabled else "disabled")
-        threads = [threading.Thread(target=self._collection_thread, name="collect", daemon=True)]
-        if remote.enabled:
-            threads.append(threading.Thread(target=self._upload_thread, name="upload", daemon=True))
+              remote=f"{redact_url(remote.url)} ({remote.format})" if remote.enabled else "disabled")
+        threads = [
+            threading.Thread(target=self._collection_thread, name="collect", daemon=True),
+            threading.Thread(target=self._upload_thread, name="upload", daemon=True),
+        ]
         for thread in threads:
             thread.start()
         while not self.stop.wait(0.5):
             pass
         for thread in threads:
-            thread.join(timeout=remote.shutdown_grace + remote.timeout + 5)
-        for _, collector in [(m.settings, m.collector) for m in self.scheduled]:
-            close = getattr(collector, "close", None)
+            thread.join(timeout=2 * remote.shutdown_grace + remote.timeout + 5)
+        for metric in self.scheduled:
+            close = getattr(metric.collector, "close", None)
             if callable(close):
                 close()
         event(self.log, logging.INFO, "stopped", errors=len(self.errors))

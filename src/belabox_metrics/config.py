@@ -7,7 +7,7 @@ one line on stderr and exit status 2.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ from belabox_metrics.validation import ConfigError, Reader, join_key
 DEFAULT_CONFIG_PATH = "/etc/belabox-metrics/config.yaml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
-REMOTE_FORMATS = ("json",)
+REMOTE_FORMATS = ("json", "vm-jsonl")
 DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 
 
@@ -31,6 +31,18 @@ class DeviceSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     path: str
+    retention: float = 7 * 86400.0          # uploaded samples older than this are deleted
+    max_size: int = 512 * 1024 * 1024       # while offline, the oldest unsent samples go beyond this
+    wal_checkpoint_interval: float = 3600.0
+    wal_checkpoint_size: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = 5
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    jitter: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -39,9 +51,15 @@ class RemoteSettings:
     enabled: bool = True
     interval: float = 10.0
     timeout: float = 10.0
-    batch_size: int = 500
+    batch_size: int = 10_000
+    max_request_bytes: int = 256 * 1024
     format: str = "json"
     shutdown_grace: float = 5.0
+    newest_first: bool = True
+    max_sample_age: float = 30 * 86400.0
+    max_future: float = 86400.0
+    token_file: str | None = None
+    retry: RetrySettings = field(default_factory=lambda: RetrySettings())
 
 
 @dataclass(frozen=True)
@@ -124,7 +142,16 @@ def _parse_root(root: Reader, source: str, base_dir: str) -> Settings:
 
     storage_r = root.section("storage")
     raw_path = storage_r.string("path", example="/var/lib/belabox-metrics/metrics.db")
-    storage = StorageSettings(path=_resolve(os.path.expanduser(raw_path), base_dir))
+    storage = StorageSettings(
+        path=_resolve(os.path.expanduser(raw_path), base_dir),
+        retention=storage_r.duration("retention", 7 * 86400.0, minimum=60),
+        max_size=storage_r.size("max_size", 512 * 1024 * 1024),
+        wal_checkpoint_interval=storage_r.duration("wal_checkpoint_interval", 3600.0, minimum=1),
+        wal_checkpoint_size=storage_r.size("wal_checkpoint_size", 64 * 1024 * 1024),
+    )
+    if storage.max_size < 1024 * 1024:
+        storage_r.fail("max_size", f"{storage.max_size} bytes is too small to hold a backlog",
+                       "use at least 1MiB (e.g. 512MiB)")
     storage_r.finish()
 
     remote = _parse_remote(root.section("remote"))
@@ -175,12 +202,33 @@ def _parse_remote(reader: Reader) -> RemoteSettings:
         enabled=reader.boolean("enabled", True),
         interval=reader.duration("interval", 10.0, minimum=0.1, maximum=86400),
         timeout=reader.duration("timeout", 10.0, minimum=0.1, maximum=600),
-        batch_size=reader.integer("batch_size", 500, minimum=1, maximum=100_000),
+        batch_size=reader.integer("batch_size", 10_000, minimum=1, maximum=1_000_000),
+        max_request_bytes=reader.size("max_request_bytes", 256 * 1024),
         format=reader.string("format", "json", choices=REMOTE_FORMATS),
         shutdown_grace=reader.duration("shutdown_grace", 5.0, minimum=0, maximum=300),
+        newest_first=reader.boolean("newest_first", True),
+        max_sample_age=reader.duration("max_sample_age", 30 * 86400.0, minimum=60),
+        max_future=reader.duration("max_future", 86400.0, minimum=1, maximum=2 * 86400.0),
+        token_file=reader.string("token_file", None, example="/etc/belabox-metrics/api-token"),
+        retry=_parse_retry(reader.section("retry")),
     )
+    if settings.max_request_bytes < 1024:
+        reader.fail("max_request_bytes", "is below 1KiB", "use e.g. 256KiB")
     reader.finish()
     return settings
+
+
+def _parse_retry(reader: Reader) -> RetrySettings:
+    retry = RetrySettings(
+        max_attempts=reader.integer("max_attempts", 5, minimum=1, maximum=100),
+        backoff_base=reader.duration("backoff_base", 1.0, minimum=0.001),
+        backoff_max=reader.duration("backoff_max", 60.0, minimum=0.001),
+        jitter=reader.number("jitter", 0.2, minimum=0.0, maximum=1.0),
+    )
+    if retry.backoff_max < retry.backoff_base:
+        reader.fail("backoff_max", "is shorter than backoff_base", "make backoff_max >= backoff_base")
+    reader.finish()
+    return retry
 
 
 def _parse_metric(reader: Reader) -> MetricSettings:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from belabox_metrics.model import decode_labels
 from belabox_metrics.receiver.storage import read_samples
+from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.timefmt import format_ms
 from tests.helpers import REPO_ROOT, cli, free_port, wait_for_port
 
@@ -60,12 +59,12 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
 
 
 def agent_samples(db: Path) -> set[tuple[str, str, tuple[tuple[str, str], ...], int, float]]:
-    conn = sqlite3.connect(db)
+    queue = SampleQueue.open(str(db))
     try:
-        rows = conn.execute("SELECT device_id, metric_name, labels, timestamp, metric_value FROM metrics").fetchall()
+        return {("e2e-box", r.sample.name, r.sample.labels, r.ts, r.sample.value) for r in queue.all()
+                if r.sample.value is not None}
     finally:
-        conn.close()
-    return {(d, n, decode_labels(lab), t, v) for d, n, lab, t, v in rows}
+        queue.close()
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def test_good_config_parses_with_defaults() -> None:
     settings = parse_config(GOOD, base_dir="/srv/x")
     assert settings.device.id == "belabox-001"
     assert settings.storage.path == "/srv/x/data/metrics.db"  # relative to the config file
-    assert settings.remote.interval == 10.0 and settings.remote.batch_size == 500
+    assert settings.remote.interval == 10.0 and settings.remote.batch_size == 10_000
     assert [(m.name, m.interval, m.mock) for m in settings.metrics] == [
         ("cpu.temperature", 30.0, False), ("srt.packet_loss", 5.0, True)]
 
@@ -86,7 +86,7 @@ def test_sizes() -> None:
     (("http://127.0.0.1:8080", "http://user:secret@127.0.0.1:8080"), "remote.url", "credentials"),
     (("http://127.0.0.1:8080", "http://127.0.0.1:99999"), "remote.url", "invalid port"),
     (("  - name: cpu.temperature", "  - name: cpu.temprature"), "metrics[0].name", "did you mean 'cpu.temperature'"),
-    (("    mock: true\n", ""), "metrics[1].mock", "no real source"),
+    (("    mock: true\n", ""), "metrics[1].mock", "no source configured"),
     (("    enabled: true\n  - name: srt", "    enabled: true\n    colour: red\n  - name: srt"),
      "metrics[0].colour", "not a known setting"),
     (("  - name: srt.packet_loss", "  - name: cpu.temperature"), "metrics[1].name", "listed twice"),

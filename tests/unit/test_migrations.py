@@ -25,7 +25,9 @@ def test_fresh_database_gets_latest_schema(tmp_path: Path) -> None:
     conn = connect(str(tmp_path / "m.db"))
     assert migrate(conn, MIGRATIONS) == list(range(1, LATEST_VERSION + 1))
     assert current_version(conn) == LATEST_VERSION
-    assert {"metrics", "upload_cursor", "schema_version"} <= tables(conn)
+    assert {"series", "samples", "upload_state", "late_samples", "dead_letters", "sessions",
+            "schema_version"} <= tables(conn)
+    assert not {"metrics", "upload_cursor"} & tables(conn)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -66,3 +68,44 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
 def test_misnumbered_migrations_are_a_programming_error(tmp_path: Path) -> None:
     with pytest.raises(SchemaError):
         migrate(connect(str(tmp_path / "m.db")), (STEPS[1], STEPS[0]))
+
+
+def test_v1_to_latest_with_data_keeps_every_sample_and_the_upload_progress(tmp_path: Path) -> None:
+    """A populated Milestone 1 database: rows inserted out of time order, an id cursor in the
+    middle. After migrating, every sample is there once, the acknowledged ones count as sent,
+    and the unacknowledged ones (including one older than the new mark) are pending."""
+    from belabox_metrics.store.queue import SampleQueue
+
+    path = str(tmp_path / "m.db")
+    conn = connect(path)
+    migrate(conn, MIGRATIONS, target=1)
+    rows = [  # (id order) timestamp, name, value, labels
+        (1000, "cpu.temperature", 40.0, '{"zone":"soc"}'),
+        (2000, "cpu.temperature", 41.0, '{"zone":"soc"}'),
+        (1500, "srt.packet_loss", 0.5, '{"source":"mock"}'),
+        (3000, "cpu.temperature", 42.0, '{"zone":"soc"}'),
+        (1200, "srt.packet_loss", 0.7, '{"source":"mock"}'),   # after the cursor, older than the mark
+        (4000, "cpu.temperature", 43.0, '{"zone":"soc"}'),
+        (4000, "cpu.temperature", 43.0, '{"zone":"soc"}'),     # a v1 duplicate row
+    ]
+    conn.executemany("INSERT INTO metrics (timestamp, metric_name, metric_value, device_id, labels) "
+                     "VALUES (?, ?, ?, 'box', ?)", rows)
+    conn.execute("INSERT INTO upload_cursor (destination, last_id, updated_at_ms) VALUES ('http://r/api', 4, 0)")
+    conn.close()
+
+    queue = SampleQueue.open(path)
+    assert current_version(queue.conn) == LATEST_VERSION
+    stored = {(r.sample.name, r.ts, r.sample.value) for r in queue.all()}
+    assert stored == {(n, t, v) for t, n, v, _ in rows} and queue.count() == 6  # the duplicate folded
+    assert queue.pending_count("http://r/api") == 2
+    claim = queue.next_batch("http://r/api", 10)
+    assert claim is not None and claim.region == "late"
+    assert [(r.ts, r.sample.value) for r in claim.rows] == [(1200, 0.7)]
+    queue.ack("http://r/api", claim)
+    claim = queue.next_batch("http://r/api", 10)
+    assert claim is not None and [(r.ts, r.sample.value) for r in claim.rows] == [(4000, 43.0)]
+    assert dict(queue.all()[0].sample.labels) == {"zone": "soc"}
+    # Idempotent: opening again changes nothing.
+    queue.close()
+    again = SampleQueue.open(path)
+    assert again.count() == 6 and again.pending_count("http://r/api") == 1  # the late one was acked

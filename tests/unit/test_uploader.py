@@ -1,9 +1,11 @@
-"""The durable queue and the upload loop, with a scripted transport at the edge."""
+"""The upload loop against a scripted transport (the edge) and a real SQLite queue."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import random
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,105 +14,253 @@ import pytest
 from belabox_metrics.clock import FakeClock
 from belabox_metrics.model import Sample, make_labels
 from belabox_metrics.store.queue import SampleQueue
+from belabox_metrics.upload.backoff import backoff_delay, parse_retry_after
+from belabox_metrics.upload.encode import wire_format
 from belabox_metrics.upload.transport import Response, TransportError
-from belabox_metrics.upload.uploader import Uploader, accepted_count
+from belabox_metrics.upload.uploader import Uploader, UploadPolicy, accepted_count, check_sample
 
-URL = "http://127.0.0.1:9/api/metrics"
-DEST = URL
+URL = "http://127.0.0.1:9/api/v1/import"
+NOW = 1_700_000_000.0
+NOW_MS = int(NOW * 1000)
 
 
 class ScriptedTransport:
-    """Answers from a script; records every request body."""
+    """Answers from a script (then 204s); decodes and records every request."""
 
-    def __init__(self, *answers: Response | Exception) -> None:
+    def __init__(self, *answers: Response | Exception, refuse: set[float] | None = None) -> None:
         self.answers = list(answers)
-        self.bodies: list[dict[str, object]] = []
+        self.refuse = refuse or set()  # any request holding one of these values gets a 400
+        self.requests: list[list[dict[str, object]]] = []
         self.headers: list[Mapping[str, str]] = []
+        self.sizes: list[int] = []
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
-        self.bodies.append(json.loads(body))
+        assert headers["Content-Encoding"] == "gzip"
+        lines = [json.loads(line) for line in gzip.decompress(body).decode().splitlines()]
+        self.requests.append(lines)
         self.headers.append(headers)
-        answer = self.answers.pop(0) if self.answers else Response(200, {}, b'{"received": -1}')
+        self.sizes.append(len(body))
+        if any(v in self.refuse for line in lines for v in line["values"]):  # type: ignore[attr-defined]
+            return Response(400, {}, b"cannot parse value")
+        answer = self.answers.pop(0) if self.answers else Response(204)
         if isinstance(answer, Exception):
             raise answer
-        if answer.body == b'{"received": -1}':  # default: accept everything sent
-            sent = len(self.bodies[-1]["metrics"])  # type: ignore[arg-type]
-            return Response(200, {}, json.dumps({"success": True, "received": sent}).encode())
         return answer
 
     def close(self) -> None:
         pass
 
-
-def ok(received: int) -> Response:
-    return Response(200, {}, json.dumps({"success": True, "received": received}).encode())
+    def values(self, index: int | None = None) -> list[float]:
+        chosen = self.requests if index is None else [self.requests[index]]
+        out: list[tuple[int, float]] = []
+        for lines in chosen:
+            for line in lines:
+                out.extend(zip(line["timestamps"], line["values"], strict=True))  # type: ignore[call-overload]
+        return [v for _, v in out]
 
 
 @pytest.fixture
 def queue(tmp_path: Path) -> SampleQueue:
-    return SampleQueue.open(str(tmp_path / "m.db"), "box-1")
+    return SampleQueue.open(str(tmp_path / "m.db"))
 
 
-def fill(queue: SampleQueue, n: int, start_ms: int = 1_700_000_000_000) -> list[Sample]:
-    samples = [Sample("cpu.temperature", 40.0 + i, start_ms + i * 1000, make_labels(zone="soc")) for i in range(n)]
+def fill(queue: SampleQueue, n: int, start_ms: int = NOW_MS - 3_600_000, series: int = 1) -> list[Sample]:
+    samples = [Sample("cpu.temperature", float(i), start_ms + i * 1000, make_labels(zone=f"z{i % series}"))
+               for i in range(n)]
     queue.append(samples)
     return samples
 
 
-def uploader(queue: SampleQueue, transport: ScriptedTransport, batch_size: int = 10) -> Uploader:
-    return Uploader(queue, transport, url=URL, device_id="box-1", batch_size=batch_size,
-                    clock=FakeClock(), log=logging.getLogger("test"))
+def make(queue: SampleQueue, transport: ScriptedTransport, clock: FakeClock | None = None,
+         **policy: object) -> Uploader:
+    return Uploader(queue, transport, url=URL, fmt=wire_format("vm-jsonl", "box-1"),
+                    clock=clock or FakeClock(wall=NOW), log=logging.getLogger("test"),
+                    policy=UploadPolicy(**{"max_samples": 10, "backoff_base": 0.5, "backoff_max": 4.0,
+                                           **policy}),  # type: ignore[arg-type]
+                    rng=random.Random(1))
 
 
-def test_everything_pending_is_sent_in_order_and_acknowledged(queue: SampleQueue) -> None:
-    samples = fill(queue, 25)
+def pending(queue: SampleQueue) -> int:
+    return queue.pending_count(URL)
+
+
+# -- delivery and ordering ----------------------------------------------------------------
+def test_everything_arrives_once_in_order_and_is_acknowledged(queue: SampleQueue) -> None:
+    fill(queue, 25)
     transport = ScriptedTransport()
-    result = uploader(queue, transport).run_cycle()
-    assert result.batches == 3 and result.acknowledged == 25 and result.error is None
-    sent = [m for body in transport.bodies for m in body["metrics"]]  # type: ignore[attr-defined]
-    assert [m["value"] for m in sent] == [s.value for s in samples]
-    assert sent[0]["labels"] == {"zone": "soc"}
-    assert sent[0]["timestamp"] == "2023-11-14T22:13:20.000Z"
-    assert transport.bodies[0]["device_id"] == "box-1"
-    assert queue.pending_count(DEST) == 0
-    assert uploader(queue, transport).run_cycle().batches == 0  # nothing left
+    result = make(queue, transport, newest_first=False).run_cycle()
+    assert result.acknowledged == 25 and result.error is None and pending(queue) == 0
+    assert transport.values() == [float(i) for i in range(25)]
+    line = transport.requests[0][0]
+    assert line["metric"] == {"__name__": "cpu_temperature_celsius", "device_id": "box-1", "zone": "z0"}
+    assert line["timestamps"] == sorted(line["timestamps"])  # type: ignore[type-var]
+    assert make(queue, transport).run_cycle().batches == 0
 
 
+def test_one_line_per_series_per_request(queue: SampleQueue) -> None:
+    fill(queue, 9, series=3)
+    transport = ScriptedTransport()
+    make(queue, transport).run_cycle()
+    assert len(transport.requests) == 1
+    assert sorted(line["metric"]["zone"] for line in transport.requests[0]) == ["z0", "z1", "z2"]  # type: ignore[index]
+    assert all(len(line["values"]) == 3 for line in transport.requests[0])  # type: ignore[arg-type]
+
+
+def test_after_an_outage_newest_go_first_then_backlog_oldest_first(queue: SampleQueue) -> None:
+    fill(queue, 35)
+    transport = ScriptedTransport()
+    make(queue, transport).run_cycle()
+    firsts = [transport.values(i) for i in range(len(transport.requests))]
+    assert firsts[0] == [float(i) for i in range(25, 35)]          # the newest chunk
+    assert firsts[1] == [float(i) for i in range(0, 10)]           # then the backlog, oldest first
+    assert sorted(transport.values()) == [float(i) for i in range(35)]  # each once
+    assert pending(queue) == 0
+    # Marks merged: new samples continue after the newest, nothing is resent.
+    fill(queue, 2, start_ms=NOW_MS)
+    transport2 = ScriptedTransport()
+    make(queue, transport2).run_cycle()
+    assert transport2.values() == [0.0, 1.0] and pending(queue) == 0
+
+
+def test_fresh_samples_collected_during_a_drain_go_before_the_rest_of_the_backlog(queue: SampleQueue) -> None:
+    fill(queue, 40)
+    transport = ScriptedTransport(Response(204), Response(204), Response(503, {}, b""))
+    up = make(queue, transport, max_attempts=1)
+    up.run_cycle()  # newest 30..39, backlog 0..9, then a failure
+    queue.append([Sample("cpu.temperature", 1000.0, NOW_MS, make_labels(zone="z0"))])
+    transport.answers = []
+    up.run_cycle()
+    assert transport.values(3) == [1000.0]  # the new sample jumps the remaining backlog
+    assert sorted(transport.values()) == sorted([float(i) for i in range(40)] + [10.0, 11.0, 12.0, 13.0, 14.0,
+                                                                                15.0, 16.0, 17.0, 18.0, 19.0, 1000.0])
+    assert pending(queue) == 0
+
+
+def test_late_sample_below_the_mark_is_still_sent(queue: SampleQueue) -> None:
+    fill(queue, 5)
+    transport = ScriptedTransport()
+    up = make(queue, transport)
+    up.run_cycle()
+    # The wall clock stepped back: a sample older than everything acknowledged.
+    queue.append([Sample("cpu.temperature", 77.0, NOW_MS - 7_200_000, make_labels(zone="z0"))])
+    assert pending(queue) == 1
+    up.run_cycle()
+    assert transport.values(-1) == [77.0] and pending(queue) == 0
+
+
+def test_rows_committed_behind_a_claim_become_late_not_lost(queue: SampleQueue, tmp_path: Path) -> None:
+    fill(queue, 5)
+    claim = queue.next_batch(URL, 10)
+    assert claim is not None
+    # Another connection (the collection thread) commits an older sample after the claim.
+    other = SampleQueue.open(str(tmp_path / "m.db"))
+    other.append([Sample("cpu.temperature", 55.0, NOW_MS - 3_600_000 + 1500, make_labels(zone="z0"))])
+    queue.ack(URL, claim)
+    assert pending(queue) == 1
+    transport = ScriptedTransport()
+    make(queue, transport).run_cycle()
+    assert transport.values() == [55.0]
+
+
+def test_reinserted_sample_is_a_no_op(queue: SampleQueue) -> None:
+    samples = fill(queue, 3)
+    assert queue.append(samples) == 0
+    assert queue.count() == 3
+
+
+def test_text_samples_are_kept_locally_never_sent(queue: SampleQueue) -> None:
+    queue.append([Sample("modem.network", None, NOW_MS, make_labels(modem="usb0"), "4G"),
+                  Sample("cpu.temperature", 50.0, NOW_MS)])
+    transport = ScriptedTransport()
+    make(queue, transport).run_cycle()
+    assert transport.values() == [50.0] and pending(queue) == 0
+    assert [r.sample.text for r in queue.all() if r.sample.text] == ["4G"]
+    assert queue.dead_letters() == []
+
+
+# -- failures, retries, backoff -----------------------------------------------------------
 def test_failure_keeps_everything_and_next_cycle_retries(queue: SampleQueue) -> None:
     fill(queue, 5)
-    transport = ScriptedTransport(Response(503, {}, b"busy"), TransportError("timeout"))
-    up = uploader(queue, transport)
-    assert up.run_cycle().error == "HTTP 503: busy"
-    assert queue.pending_count(DEST) == 5
-    assert "timeout" in (up.run_cycle().error or "")
-    assert queue.pending_count(DEST) == 5 and up.failures_total == 2
-    assert up.run_cycle().acknowledged == 5
-    assert queue.pending_count(DEST) == 0
-    # The same samples went out each time: nothing dropped, nothing reordered.
-    assert transport.bodies[0]["metrics"] == transport.bodies[2]["metrics"]
+    transport = ScriptedTransport(*[TransportError("timeout")] * 3)
+    up = make(queue, transport, max_attempts=3)
+    result = up.run_cycle()
+    assert "gave up after 3 attempts" in (result.error or "") and pending(queue) == 5
+    assert up.run_cycle().acknowledged == 5 and pending(queue) == 0
+    assert transport.values() == [float(i) for i in range(5)] * 4  # the same chunk each time
+
+
+def test_retries_back_off_exponentially_with_jitter(queue: SampleQueue) -> None:
+    fill(queue, 1)
+    clock = FakeClock(wall=NOW)
+    transport = ScriptedTransport(*[Response(503, {}, b"")] * 4)
+    make(queue, transport, clock, max_attempts=5, jitter=0.2).run_cycle()
+    assert len(clock.waits) == 4
+    for attempt, waited in enumerate(clock.waits, start=1):
+        nominal = min(4.0, 0.5 * 2 ** (attempt - 1))
+        assert nominal * 0.8 <= waited <= nominal * 1.2
+    assert pending(queue) == 0
+
+
+@pytest.mark.parametrize("header", ["7", "Tue, 14 Nov 2023 22:13:27 GMT"])
+def test_retry_after_is_honoured_in_both_forms(queue: SampleQueue, header: str) -> None:
+    fill(queue, 1)
+    clock = FakeClock(wall=NOW)  # 2023-11-14T22:13:20Z: the HTTP-date is 7 s later
+    transport = ScriptedTransport(Response(429, {"Retry-After": header}, b"slow down"))
+    make(queue, transport, clock).run_cycle()
+    assert clock.waits == [pytest.approx(7.0)]
+    assert pending(queue) == 0
+
+
+def test_auth_refusal_keeps_data_and_says_so(queue: SampleQueue) -> None:
+    fill(queue, 3)
+    result = make(queue, ScriptedTransport(Response(401, {}, b"Unauthorized"))).run_cycle()
+    assert "authentication refused" in (result.error or "") and pending(queue) == 3
+    assert queue.dead_letters() == []
+
+
+# -- poison, validation, size cap -----------------------------------------------------------
+def test_poison_sample_is_isolated_by_bisection_and_dead_lettered(queue: SampleQueue) -> None:
+    fill(queue, 8)
+    transport = ScriptedTransport(refuse={5.0})
+    result = make(queue, transport).run_cycle()
+    assert result.dead == 1 and pending(queue) == 0
+    dead = queue.dead_letters()
+    assert [(r.sample.value, reason.split(":")[0]) for r, reason in dead] == [(5.0, "HTTP 400")]
+    delivered = [v for v in transport.values() if v != 5.0]
+    assert sorted(set(delivered)) == [0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 7.0]
+
+
+def test_invalid_samples_are_held_back_with_reason_never_sent(queue: SampleQueue) -> None:
+    queue.append([
+        Sample("a", float("nan"), NOW_MS), Sample("a", 1.0, NOW_MS + 1),
+        Sample("b", 2.0, NOW_MS - 40 * 86_400_000),      # older than the retention window
+        Sample("c", 3.0, NOW_MS + 3 * 86_400_000),        # days in the future: clock not synced
+    ])
+    transport = ScriptedTransport()
+    result = make(queue, transport).run_cycle()
+    assert transport.values() == [1.0] and result.dead == 3 and pending(queue) == 0
+    reasons = sorted(reason for _, reason in queue.dead_letters())
+    assert any("not a finite number" in r for r in reasons)
+    assert any("older than" in r for r in reasons) and any("future" in r for r in reasons)
+
+
+def test_requests_are_capped_in_compressed_bytes_by_bisection(queue: SampleQueue) -> None:
+    # Random values compress badly: 400 samples are well over a 2 KiB cap.
+    rng = random.Random(7)
+    queue.append([Sample("x", rng.random(), NOW_MS - 10_000 + i) for i in range(400)])
+    transport = ScriptedTransport()
+    make(queue, transport, max_samples=1000, max_bytes=2048).run_cycle()
+    assert len(transport.requests) > 1 and max(transport.sizes) <= 2048
+    assert len(transport.values()) == 400 and pending(queue) == 0
 
 
 def test_partial_acceptance_acknowledges_only_what_was_accepted(queue: SampleQueue) -> None:
     fill(queue, 10)
-    transport = ScriptedTransport(ok(4))
-    up = uploader(queue, transport)
-    first = up.run_cycle()
-    assert first.acknowledged >= 4 and up.partial_total == 1
-    # The six not accepted are sent again, starting where the acceptance stopped.
-    assert transport.bodies[1]["metrics"][0]["value"] == 44.0  # type: ignore[index]
-    assert queue.pending_count(DEST) == 0
-
-
-def test_zero_accepted_is_an_error_not_a_loop(queue: SampleQueue) -> None:
-    fill(queue, 3)
-    result = uploader(queue, ScriptedTransport(ok(0))).run_cycle()
-    assert result.error is not None and "accepted 0 of 3" in result.error
-    assert queue.pending_count(DEST) == 3
-
-
-def test_204_without_body_accepts_the_whole_request(queue: SampleQueue) -> None:
-    fill(queue, 3)
-    assert uploader(queue, ScriptedTransport(Response(204))).run_cycle().acknowledged == 3
+    up = Uploader(queue, ScriptedTransport(Response(200, {}, b'{"received": 4}')), url=URL,
+                  fmt=wire_format("vm-jsonl", "b"), clock=FakeClock(wall=NOW), log=logging.getLogger("t"),
+                  policy=UploadPolicy(max_samples=10, max_batches_per_cycle=1))
+    up.run_cycle()
+    assert pending(queue) == 6 and up.partial_total == 1
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -120,45 +270,69 @@ def test_accepted_count(body: bytes, expected: int) -> None:
     assert accepted_count(Response(200, {}, body), 5) == expected
 
 
-def test_non_finite_values_are_never_sent_but_do_not_block(queue: SampleQueue) -> None:
-    queue.append([Sample("a", float("nan"), 1), Sample("a", 1.0, 2), Sample("a", float("inf"), 3)])
+def test_batch_id_header_is_unique_per_request(queue: SampleQueue) -> None:
+    fill(queue, 30)
     transport = ScriptedTransport()
-    uploader(queue, transport).run_cycle()
-    assert [m["value"] for m in transport.bodies[0]["metrics"]] == [1.0]  # type: ignore[attr-defined]
-    assert queue.pending_count(DEST) == 0
-
-
-def test_cursor_survives_reopen(tmp_path: Path) -> None:
-    path = str(tmp_path / "m.db")
-    queue = SampleQueue.open(path, "box-1")
-    fill(queue, 10)
-    uploader(queue, ScriptedTransport(), batch_size=4).run_cycle(deadline=None)
-    fill(queue, 3, start_ms=1_800_000_000_000)
-    queue.close()
-    reopened = SampleQueue.open(path, "box-1")
-    assert reopened.pending_count(DEST) == 3
-    transport = ScriptedTransport()
-    uploader(reopened, transport).run_cycle()
-    assert [m["timestamp"][:4] for m in transport.bodies[0]["metrics"]] == ["2027"] * 3  # type: ignore[attr-defined]
+    make(queue, transport).run_cycle()
+    ids = [h["X-Batch-Id"] for h in transport.headers]
+    assert len(ids) == 3 and len(set(ids)) == 3
 
 
 def test_deadline_stops_between_batches(queue: SampleQueue) -> None:
     fill(queue, 30)
-    up = uploader(queue, ScriptedTransport(), batch_size=10)
+    up = make(queue, ScriptedTransport())
     assert up.run_cycle(deadline=up.clock.monotonic()).batches == 0
-    assert queue.pending_count(DEST) == 30
+    assert pending(queue) == 30
 
 
-def test_ack_never_moves_the_cursor_back(queue: SampleQueue) -> None:
-    fill(queue, 5)
-    queue.ack(DEST, 4)
-    queue.ack(DEST, 2)
-    assert queue.cursor(DEST) == 4
+# -- pure policies -------------------------------------------------------------------------
+def test_backoff_values_and_jitter_range() -> None:
+    rng = random.Random(3)
+    for attempt, nominal in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (10, 60.0)]:
+        delays = [backoff_delay(attempt, base=1.0, maximum=60.0, jitter=0.2, rng=rng) for _ in range(200)]
+        assert min(delays) >= nominal * 0.8 and max(delays) <= nominal * 1.2
+        assert max(delays) - min(delays) > nominal * 0.2  # really jittered
+    assert backoff_delay(3, base=1.0, maximum=60.0, jitter=0.0, rng=rng) == 4.0
 
 
-def test_batch_id_header_is_unique_per_request(queue: SampleQueue) -> None:
-    fill(queue, 20)
+@pytest.mark.parametrize(("value", "expected"), [
+    ("120", 120.0), ("0", 0.0), ("Tue, 14 Nov 2023 22:14:20 GMT", 60.0),
+    ("Tue, 14 Nov 2023 22:00:00 GMT", 0.0), ("soon", None), ("", None), (None, None), ("99999", 3600.0)])
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, NOW) == expected
+
+
+def test_check_sample() -> None:
+    policy = UploadPolicy()
+    assert check_sample(Sample("a", 1.0, NOW_MS), NOW_MS, policy) is None
+    assert "finite" in (check_sample(Sample("a", float("inf"), NOW_MS), NOW_MS, policy) or "")
+
+
+# -- persistence, retention, cap -------------------------------------------------------------
+def test_progress_survives_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "m.db")
+    queue = SampleQueue.open(path)
+    fill(queue, 10)
+    make(queue, ScriptedTransport(), max_samples=4, newest_first=False, max_batches_per_cycle=2).run_cycle()
+    queue.close()
+    reopened = SampleQueue.open(path)
+    assert reopened.pending_count(URL) == 2
     transport = ScriptedTransport()
-    uploader(queue, transport, batch_size=5).run_cycle()
-    ids = [h["X-Batch-Id"] for h in transport.headers]
-    assert len(ids) == 4 and len(set(ids)) == 4
+    make(reopened, transport).run_cycle()
+    assert transport.values() == [8.0, 9.0]
+
+
+def test_retention_deletes_only_acknowledged_old_samples(queue: SampleQueue) -> None:
+    fill(queue, 10, start_ms=NOW_MS - 10_000)
+    make(queue, ScriptedTransport(), max_samples=6, newest_first=False, max_batches_per_cycle=1).run_cycle()
+    deleted = queue.prune_sent([URL], older_than_ms=NOW_MS)
+    assert deleted == 6 and queue.count() == 4 and pending(queue) == 4
+
+
+def test_disk_cap_drops_oldest_unsent_and_counts_them(queue: SampleQueue) -> None:
+    queue.append([Sample("x", float(i), NOW_MS + i, make_labels(k=str(i % 50))) for i in range(40_000)])
+    before = queue.used_bytes()
+    dropped = queue.enforce_max_size(before // 2, [URL], step=2000)
+    assert queue.used_bytes() <= before // 2
+    assert dropped == 40_000 - queue.count() and dropped > 0
+    assert min(r.ts for r in queue.all()) > NOW_MS  # the oldest went first

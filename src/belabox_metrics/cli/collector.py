@@ -114,14 +114,14 @@ def query(settings: Settings, metric: str | None, last: int) -> int:
               "(or check storage.path)", file=sys.stderr)
         return EXIT_FAILURE
     try:
-        queue = SampleQueue.open(path, settings.device.id)
+        queue = SampleQueue.open(path)
     except (SchemaError, sqlite3.Error) as exc:
         print(f"metrics-collector: cannot read {path}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    destination = logs.redact_url(settings.remote.url)
     try:
-        rows = queue.recent(metric, last)
-        sent_up_to = queue.cursor(logs.redact_url(settings.remote.url))
-        total, pending = queue.count(), queue.pending_count(logs.redact_url(settings.remote.url))
+        rows = queue.recent(metric, last, destination)
+        total, pending = queue.count(), queue.pending_count(destination)
     finally:
         queue.close()
     if not rows:
@@ -129,12 +129,11 @@ def query(settings: Settings, metric: str | None, last: int) -> int:
         print(f"no samples{which} in {path}")
         return EXIT_OK
     table = [("TIMESTAMP (UTC)", "METRIC", "VALUE", "LABELS", "SENT")]
-    for row in rows:
+    for row, sent in rows:
         sample = row.sample
         labels = ",".join(f'{k}="{v}"' for k, v in sample.labels)
         value = f"{sample.value:g}" if sample.value is not None else str(sample.text)
-        table.append((format_ms(sample.timestamp_ms), sample.name, value, labels,
-                      "yes" if row.id <= sent_up_to else "no"))
+        table.append((format_ms(sample.timestamp_ms), sample.name, value, labels, "yes" if sent else "no"))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
@@ -167,7 +166,7 @@ def run(settings: Settings, stop_after: float | None = None) -> int:
         return EXIT_FAILURE
     try:
         try:
-            SampleQueue.open(settings.storage.path, settings.device.id).close()
+            SampleQueue.open(settings.storage.path).close()
         except (SchemaError, sqlite3.Error, OSError) as exc:
             print(f"metrics-collector: cannot open database {settings.storage.path}: {exc}",
                   file=sys.stderr)

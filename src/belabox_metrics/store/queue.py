@@ -1,112 +1,468 @@
-"""The durable queue: append samples, read what a destination has not acknowledged, move
-its cursor. It knows nothing of HTTP or formats.
+"""The durable queue: append samples, hand out what a destination has not acknowledged,
+move its marks when it acknowledges. It knows nothing of HTTP or wire formats.
+
+Layout (schema v2): ``samples`` is keyed by (ts, series_id): the key is the dedup key (a
+re-inserted sample is a no-op) and the upload order. Progress per destination is a
+high-water mark plus one "fresh" range, not a flag per row:
+
+    sent = { key <= mark }  ∪  { fresh_lo <= key <= fresh_hi }  minus late_samples
+
+- After an outage the newest chunk goes first (the "fresh" range), so the remote view is
+  current at once; the backlog between the mark and fresh_lo then drains oldest first, and
+  when it reaches fresh_lo the two ranges merge into the mark again.
+- A sample stored with a key inside an acknowledged range (the wall clock stepped back, a
+  clock sync re-stamped it, a slow source) is recorded in ``late_samples`` and sent before
+  anything else, so a mark on time never strands a sample. Both places where that can
+  happen (append, and an acknowledgement that moves a mark over rows it did not carry) run
+  inside the write lock, so there is no race between the two threads.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from belabox_metrics.model import Sample, decode_labels, encode_labels
+from belabox_metrics import __version__
+from belabox_metrics.model import Labels, Sample, decode_labels, encode_labels
 from belabox_metrics.store.db import connect, transaction
 from belabox_metrics.store.migrations import migrate
 from belabox_metrics.store.schema import MIGRATIONS
 
+Key = tuple[int, int]  # (timestamp_ms, series_id)
+NUMERIC, TEXT = 0, 1
+NO_KEY: Key = (-(2**62), -1)
 
-class StoredSample(NamedTuple):
-    id: int
+
+class Row(NamedTuple):
+    ts: int
+    series_id: int
     sample: Sample
 
+    @property
+    def key(self) -> Key:
+        return (self.ts, self.series_id)
 
-def _row_to_stored(row: tuple[int, int, str, float | None, str]) -> StoredSample:
-    row_id, timestamp_ms, name, value, labels = row
-    return StoredSample(row_id, Sample(name, value, timestamp_ms, decode_labels(labels)))
+
+class Claim(NamedTuple):
+    """Rows handed to an uploader, ascending by key, from one region of the queue."""
+
+    region: str  # "late" | "fresh" | "backlog"
+    rows: list[Row]
 
 
-_SELECT = "SELECT id, timestamp, metric_name, metric_value, labels FROM metrics"
+@dataclass(frozen=True)
+class UploadState:
+    mark: Key = NO_KEY
+    fresh_lo: Key | None = None
+    fresh_hi: Key | None = None
+
+    def is_sent(self, key: Key) -> bool:
+        if key <= self.mark:
+            return True
+        return self.fresh_lo is not None and self.fresh_hi is not None and self.fresh_lo <= key <= self.fresh_hi
+
+    @property
+    def highest(self) -> Key:
+        return max(self.mark, self.fresh_hi or NO_KEY)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    samples: int
+    series: int
+    pending: int
+    oldest_pending_ms: int | None
+    dead_letters: int
+    db_bytes: int
+    wal_bytes: int
 
 
 class SampleQueue:
-    def __init__(self, conn: sqlite3.Connection, device_id: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str = ":memory:") -> None:
         self.conn = conn
-        self.device_id = device_id
+        self.path = path
+        self._series_ids: dict[tuple[str, str, int], int] = {}
+        self._series: dict[int, tuple[str, Labels, int]] = {}
 
     @classmethod
-    def open(cls, path: str, device_id: str) -> SampleQueue:
+    def open(cls, path: str, device_id: str | None = None) -> SampleQueue:
         conn = connect(path)
         try:
             migrate(conn, MIGRATIONS, path=path)
         except Exception:
             conn.close()
             raise
-        return cls(conn, device_id)
+        return cls(conn, path)
 
     def close(self) -> None:
         self.conn.close()
 
-    def append(self, samples: Iterable[Sample]) -> int:
-        """Store samples in one transaction; returns how many. Text samples are not
-        supported by schema v1 and are skipped."""
-        rows = [
-            (s.timestamp_ms, s.name, s.value, self.device_id, encode_labels(s.labels))
-            for s in samples
-            if s.value is not None
-        ]
-        if not rows:
-            return 0
-        with transaction(self.conn):
-            self.conn.executemany(
-                "INSERT INTO metrics (timestamp, metric_name, metric_value, device_id, labels)"
-                " VALUES (?, ?, ?, ?, ?)",
-                rows,
+    # -- series ----------------------------------------------------------------------
+    def _series_id(self, name: str, labels: str, value_type: int) -> int:
+        key = (name, labels, value_type)
+        found = self._series_ids.get(key)
+        if found is None:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO series (name, labels, value_type) VALUES (?, ?, ?)", key
             )
-        return len(rows)
+            found = int(self.conn.execute(
+                "SELECT id FROM series WHERE name = ? AND labels = ? AND value_type = ?", key
+            ).fetchone()[0])
+            self._series_ids[key] = found
+        return found
 
-    def cursor(self, destination: str) -> int:
+    def series(self, series_id: int) -> tuple[str, Labels, int]:
+        found = self._series.get(series_id)
+        if found is None:
+            row = self.conn.execute(
+                "SELECT name, labels, value_type FROM series WHERE id = ?", (series_id,)
+            ).fetchone()
+            found = (str(row[0]), decode_labels(row[1]), int(row[2]))
+            self._series[series_id] = found
+        return found
+
+    def _row(self, ts: int, series_id: int, value: object) -> Row:
+        name, labels, value_type = self.series(series_id)
+        if value_type == TEXT:
+            return Row(ts, series_id, Sample(name, None, ts, labels, str(value)))
+        # SQLite stores NaN as NULL: a numeric row without a value reads back as NaN, so the
+        # uploader dead-letters it instead of mistaking it for text.
+        number = math.nan if value is None else float(value)  # type: ignore[arg-type]
+        return Row(ts, series_id, Sample(name, number, ts, labels))
+
+    # -- append ----------------------------------------------------------------------
+    def append(self, samples: Iterable[Sample]) -> int:
+        """Store samples in one fsync'd transaction; returns how many were new."""
+        rows: list[tuple[int, int, object]] = []
+        with transaction(self.conn):
+            for s in samples:
+                if s.value is None:
+                    sid = self._series_id(s.name, encode_labels(s.labels), TEXT)
+                    rows.append((s.timestamp_ms, sid, s.text))
+                else:
+                    sid = self._series_id(s.name, encode_labels(s.labels), NUMERIC)
+                    rows.append((s.timestamp_ms, sid, s.value))
+            if not rows:
+                return 0
+            before = self.conn.total_changes
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)", rows
+            )
+            inserted = self.conn.total_changes - before
+            self._record_late_on_append(rows)
+        return inserted
+
+    def _record_late_on_append(self, rows: list[tuple[int, int, object]]) -> None:
+        states = self._states()
+        if not states:
+            return
+        newest_sent_ts = max(state.highest[0] for state in states.values())
+        late = [
+            (destination, ts, sid)
+            for ts, sid, _ in rows
+            if ts <= newest_sent_ts
+            for destination, state in states.items()
+            if state.is_sent((ts, sid))
+        ]
+        if late:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)", late
+            )
+
+    # -- upload state ----------------------------------------------------------------
+    def _states(self) -> dict[str, UploadState]:
+        return {
+            str(r[0]): _state_from_row(r[1:])
+            for r in self.conn.execute(
+                "SELECT destination, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, fresh_hi_sid "
+                "FROM upload_state"
+            )
+        }
+
+    def state(self, destination: str) -> UploadState:
         row = self.conn.execute(
-            "SELECT last_id FROM upload_cursor WHERE destination = ?", (destination,)
+            "SELECT mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, fresh_hi_sid "
+            "FROM upload_state WHERE destination = ?",
+            (destination,),
         ).fetchone()
-        return int(row[0]) if row else 0
+        return _state_from_row(row) if row else UploadState()
 
-    def pending(self, destination: str, limit: int) -> list[StoredSample]:
-        """The oldest samples the destination has not acknowledged, in insertion order."""
-        after = self.cursor(destination)
+    def _save_state(self, destination: str, state: UploadState) -> None:
+        lo = state.fresh_lo or (None, None)
+        hi = state.fresh_hi or (None, None)
+        self.conn.execute(
+            "INSERT INTO upload_state (destination, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, "
+            "fresh_hi_ts, fresh_hi_sid, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(destination) DO UPDATE SET mark_ts = excluded.mark_ts, mark_sid = excluded.mark_sid, "
+            "fresh_lo_ts = excluded.fresh_lo_ts, fresh_lo_sid = excluded.fresh_lo_sid, "
+            "fresh_hi_ts = excluded.fresh_hi_ts, fresh_hi_sid = excluded.fresh_hi_sid, "
+            "updated_at_ms = excluded.updated_at_ms",
+            (destination, *state.mark, *lo, *hi, int(time.time() * 1000)),
+        )
+
+    # -- reading what is pending -------------------------------------------------------
+    def _select(self, where: str, params: Sequence[object], limit: int, descending: bool = False) -> list[Row]:
+        order = "DESC" if descending else "ASC"
         rows = self.conn.execute(
-            f"{_SELECT} WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            f"SELECT ts, series_id, value FROM samples WHERE {where} "
+            f"ORDER BY ts {order}, series_id {order} LIMIT ?",
+            (*params, limit),
         ).fetchall()
-        return [_row_to_stored(r) for r in rows]
+        if descending:
+            rows.reverse()
+        return [self._row(*r) for r in rows]
 
-    def ack(self, destination: str, last_id: int) -> None:
-        """Everything up to ``last_id`` was accepted. The cursor never moves backwards."""
+    def next_batch(self, destination: str, limit: int, *, newest_first: bool = True) -> Claim | None:
+        """The next rows to send: late ones first, then the newest data, then the backlog
+        oldest first. ``None`` when nothing is pending."""
+        late = self.conn.execute(
+            "SELECT s.ts, s.series_id, s.value FROM late_samples l "
+            "JOIN samples s ON s.ts = l.ts AND s.series_id = l.series_id "
+            "WHERE l.destination = ? ORDER BY l.ts, l.series_id LIMIT ?",
+            (destination, limit),
+        ).fetchall()
+        if late:
+            return Claim("late", [self._row(*r) for r in late])
+        state = self.state(destination)
+        if state.fresh_lo is not None and state.fresh_hi is not None:
+            rows = self._select("(ts, series_id) > (?, ?)", state.fresh_hi, limit)
+            if rows:
+                return Claim("fresh", rows)
+            rows = self._select("(ts, series_id) > (?, ?) AND (ts, series_id) < (?, ?)",
+                                (*state.mark, *state.fresh_lo), limit)
+            return Claim("backlog", rows) if rows else None
+        rows = self._select("(ts, series_id) > (?, ?)", state.mark, limit + 1)
+        if not rows:
+            return None
+        if len(rows) <= limit or not newest_first:
+            return Claim("backlog", rows[:limit])
+        # More than one request's worth is pending: the newest chunk goes first.
+        return Claim("fresh", self._select("(ts, series_id) > (?, ?)", state.mark, limit, descending=True))
+
+    # -- acknowledging ---------------------------------------------------------------
+    def ack(self, destination: str, claim: Claim, count: int | None = None,
+            dead: Sequence[tuple[Row, str]] = ()) -> None:
+        """The destination accepted the first ``count`` rows of ``claim`` (default all).
+
+        ``dead`` rows (part of the claim, never sent because the destination would drop or
+        refuse them) are recorded with their reason. All in one transaction."""
+        acked = claim.rows if count is None else claim.rows[:count]
         now_ms = int(time.time() * 1000)
         with transaction(self.conn):
-            self.conn.execute(
-                "INSERT INTO upload_cursor (destination, last_id, updated_at_ms) VALUES (?, ?, ?)"
-                " ON CONFLICT(destination) DO UPDATE SET"
-                " last_id = MAX(last_id, excluded.last_id), updated_at_ms = excluded.updated_at_ms",
-                (destination, last_id, now_ms),
-            )
+            if dead:
+                self.conn.executemany(
+                    "INSERT INTO dead_letters (destination, ts, series_id, value, reason, created_at_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(destination, r.ts, r.series_id, r.sample.value if r.sample.text is None else r.sample.text,
+                      reason, now_ms) for r, reason in dead],
+                )
+            if not acked:
+                return
+            if claim.region == "late":
+                self.conn.executemany(
+                    "DELETE FROM late_samples WHERE destination = ? AND ts = ? AND series_id = ?",
+                    [(destination, r.ts, r.series_id) for r in acked],
+                )
+                return
+            state = self.state(destination)
+            first, last = acked[0].key, acked[-1].key
+            if claim.region == "fresh":
+                if state.fresh_lo is None:
+                    lower, new_state = _before(first), UploadState(state.mark, first, last)
+                else:
+                    lower = state.fresh_hi or NO_KEY
+                    new_state = UploadState(state.mark, state.fresh_lo, max(last, lower))
+            else:
+                lower = state.mark
+                new_state = UploadState(max(last, state.mark), state.fresh_lo, state.fresh_hi)
+            self._record_stragglers(destination, lower, last, acked)
+            self._save_state(destination, self._merged(new_state))
 
-    def pending_count(self, destination: str) -> int:
-        row = self.conn.execute(
-            "SELECT COUNT(*) FROM metrics WHERE id > ?", (self.cursor(destination),)
+    def _record_stragglers(self, destination: str, lower: Key, upper: Key, acked: Sequence[Row]) -> None:
+        """Rows inside (lower, upper] that the acknowledged request did not carry (committed
+        after the claim was read, with an older timestamp) become late, never skipped."""
+        in_range = int(self.conn.execute(
+            "SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) <= (?, ?)",
+            (*lower, *upper),
+        ).fetchone()[0])
+        if in_range == len(acked):
+            return
+        carried = {r.key for r in acked}
+        stragglers = [
+            (destination, ts, sid)
+            for ts, sid in self.conn.execute(
+                "SELECT ts, series_id FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) <= (?, ?)",
+                (*lower, *upper),
+            )
+            if (ts, sid) not in carried
+        ]
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)", stragglers
+        )
+
+    def _merged(self, state: UploadState) -> UploadState:
+        """Fold the fresh range into the mark once nothing is pending between them."""
+        if state.fresh_lo is None or state.fresh_hi is None:
+            return state
+        gap = self.conn.execute(
+            "SELECT 1 FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) < (?, ?) LIMIT 1",
+            (*state.mark, *state.fresh_lo),
         ).fetchone()
-        return int(row[0])
+        if gap is None:
+            return UploadState(max(state.mark, state.fresh_hi))
+        return state
+
+    # -- inspection ------------------------------------------------------------------
+    def pending_count(self, destination: str) -> int:
+        state = self.state(destination)
+        after_mark = int(self.conn.execute(
+            "SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?)", state.mark
+        ).fetchone()[0])
+        in_fresh = 0
+        if state.fresh_lo is not None and state.fresh_hi is not None:
+            in_fresh = int(self.conn.execute(
+                "SELECT COUNT(*) FROM samples WHERE (ts, series_id) >= (?, ?) AND (ts, series_id) <= (?, ?)",
+                (*state.fresh_lo, *state.fresh_hi),
+            ).fetchone()[0])
+        late = int(self.conn.execute(
+            "SELECT COUNT(*) FROM late_samples WHERE destination = ?", (destination,)
+        ).fetchone()[0])
+        return after_mark - in_fresh + late
+
+    def oldest_pending_ms(self, destination: str) -> int | None:
+        state = self.state(destination)
+        candidates = [
+            r[0] for r in (
+                self.conn.execute("SELECT MIN(ts) FROM late_samples WHERE destination = ?", (destination,)).fetchone(),
+                self.conn.execute("SELECT ts FROM samples WHERE (ts, series_id) > (?, ?) ORDER BY ts, series_id "
+                                  "LIMIT 1", state.mark).fetchone(),
+            ) if r is not None and r[0] is not None
+        ]
+        return min(candidates) if candidates else None
 
     def count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0])
+        return int(self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
-    def recent(self, metric: str | None = None, last: int = 20) -> list[StoredSample]:
-        """The newest ``last`` samples (optionally of one metric), oldest first."""
+    def recent(self, metric: str | None = None, last: int = 20,
+               destination: str | None = None) -> list[tuple[Row, bool]]:
+        """The newest ``last`` samples (optionally of one metric), oldest first, each with
+        whether ``destination`` has acknowledged it."""
         if metric is None:
-            rows = self.conn.execute(f"{_SELECT} ORDER BY id DESC LIMIT ?", (last,)).fetchall()
-        else:
-            rows = self.conn.execute(
-                f"{_SELECT} WHERE metric_name = ? ORDER BY id DESC LIMIT ?", (metric, last)
+            raw = self.conn.execute(
+                "SELECT ts, series_id, value FROM samples ORDER BY ts DESC, series_id DESC LIMIT ?", (last,)
             ).fetchall()
-        return [_row_to_stored(r) for r in reversed(rows)]
+        else:
+            raw = self.conn.execute(
+                "SELECT s.ts, s.series_id, s.value FROM samples s JOIN series r ON r.id = s.series_id "
+                "WHERE r.name = ? ORDER BY s.ts DESC, s.series_id DESC LIMIT ?", (metric, last)
+            ).fetchall()
+        state = self.state(destination) if destination else UploadState()
+        late = set()
+        if destination:
+            late = {(int(a), int(b)) for a, b in self.conn.execute(
+                "SELECT ts, series_id FROM late_samples WHERE destination = ?", (destination,))}
+        out = []
+        for ts, sid, value in reversed(raw):
+            row = self._row(ts, sid, value)
+            out.append((row, destination is not None and state.is_sent(row.key) and row.key not in late))
+        return out
 
-    def all(self) -> Sequence[StoredSample]:
-        return [_row_to_stored(r) for r in self.conn.execute(f"{_SELECT} ORDER BY id")]
+    def all(self) -> list[Row]:
+        return [self._row(*r) for r in self.conn.execute("SELECT ts, series_id, value FROM samples ORDER BY ts, series_id")]
+
+    def dead_letters(self, destination: str | None = None) -> list[tuple[Row, str]]:
+        query = "SELECT ts, series_id, value, reason FROM dead_letters"
+        params: tuple[object, ...] = ()
+        if destination is not None:
+            query += " WHERE destination = ?"
+            params = (destination,)
+        return [(self._row(ts, sid, value), str(reason))
+                for ts, sid, value, reason in self.conn.execute(query + " ORDER BY id", params)]
+
+    def stats(self, destination: str) -> QueueStats:
+        return QueueStats(
+            samples=self.count(),
+            series=int(self.conn.execute("SELECT COUNT(*) FROM series").fetchone()[0]),
+            pending=self.pending_count(destination),
+            oldest_pending_ms=self.oldest_pending_ms(destination),
+            dead_letters=int(self.conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]),
+            db_bytes=_file_size(self.path),
+            wal_bytes=_file_size(self.path + "-wal"),
+        )
+
+    # -- sessions ----------------------------------------------------------------------
+    def start_session(self, boot_id: str, started_at_ms: int, monotonic_now: float) -> int:
+        with transaction(self.conn):
+            cursor = self.conn.execute(
+                "INSERT INTO sessions (boot_id, started_at_ms, monotonic_at_start, version) VALUES (?, ?, ?, ?)",
+                (boot_id, started_at_ms, monotonic_now, __version__),
+            )
+        return int(cursor.lastrowid or 0)
+
+    # -- housekeeping ----------------------------------------------------------------
+    def prune_sent(self, destinations: Sequence[str], older_than_ms: int) -> int:
+        """Delete samples older than ``older_than_ms`` that every destination acknowledged."""
+        if not destinations:
+            return 0
+        states = [self.state(d) for d in destinations]
+        mark = min(s.mark for s in states)
+        cutoff: Key = min(mark, (older_than_ms, -1))
+        with transaction(self.conn):
+            before = self.conn.total_changes
+            self.conn.execute(
+                "DELETE FROM samples WHERE (ts, series_id) <= (?, ?) AND NOT EXISTS ("
+                "SELECT 1 FROM late_samples l WHERE l.ts = samples.ts AND l.series_id = samples.series_id)",
+                cutoff,
+            )
+            return self.conn.total_changes - before
+
+    def used_bytes(self) -> int:
+        pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        size = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        return (pages - free) * size
+
+    def enforce_max_size(self, max_bytes: int, destinations: Sequence[str], step: int = 5000) -> int:
+        """While the database holds more than ``max_bytes``, delete the oldest samples.
+        Returns how many of the deleted samples had not been sent to every destination."""
+        dropped_unsent = 0
+        for _ in range(1000):  # bounded: each round deletes `step` samples
+            if self.used_bytes() <= max_bytes:
+                break
+            with transaction(self.conn):
+                rows = self.conn.execute(
+                    "SELECT ts, series_id FROM samples ORDER BY ts, series_id LIMIT ?", (step,)
+                ).fetchall()
+                if not rows:
+                    break
+                last: Key = (int(rows[-1][0]), int(rows[-1][1]))
+                states = [self.state(d) for d in destinations]
+                dropped_unsent += sum(
+                    1 for ts, sid in rows if any(not s.is_sent((ts, sid)) for s in states)
+                ) if states else len(rows)
+                self.conn.execute("DELETE FROM samples WHERE (ts, series_id) <= (?, ?)", last)
+                self.conn.execute("DELETE FROM late_samples WHERE (ts, series_id) <= (?, ?)", last)
+        return dropped_unsent
+
+
+def _before(key: Key) -> Key:
+    return (key[0], key[1] - 1)
+
+
+def _state_from_row(row: Sequence[object]) -> UploadState:
+    mark = (int(row[0]), int(row[1]))  # type: ignore[call-overload]
+    lo = (int(row[2]), int(row[3])) if row[2] is not None else None  # type: ignore[call-overload]
+    hi = (int(row[4]), int(row[5])) if row[4] is not None else None  # type: ignore[call-overload]
+    return UploadState(mark, lo, hi)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

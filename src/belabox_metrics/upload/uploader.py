@@ -1,40 +1,84 @@
-"""The upload loop: read pending samples from the queue, encode, post, acknowledge.
+"""The upload loop: claim pending rows, validate, encode, post, acknowledge.
 
-At-least-once by construction: the cursor moves only after the destination answered 2xx,
-and only over the samples it said it accepted. A failure leaves everything pending for the
-next cycle; nothing is dropped because an attempt failed. Duplicates after a lost answer
-are removed by the destination (it deduplicates by sample key).
+At-least-once by construction and exactly-once with a deduplicating destination:
+- rows are acknowledged (marks move) only after a 2xx, and only over what the answer says
+  was accepted; the acknowledgement is one SQLite transaction;
+- anything a destination would silently drop or forever refuse (non-finite values,
+  timestamps outside its window, a sample a 400 isolates as poison) is moved to the
+  dead-letter table with the reason and counted: never sent to vanish, never blocking;
+- 429, 5xx, timeouts and resets are retried with exponential backoff and jitter, honouring
+  Retry-After; when the attempts of a cycle run out the rows simply stay pending: data is
+  never dropped because a retry budget ran out;
+- requests are capped in compressed bytes: an oversized chunk is bisected.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import random
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from belabox_metrics.clock import Clock
 from belabox_metrics.logs import event, redact_url
-from belabox_metrics.model import is_finite
-from belabox_metrics.store.queue import SampleQueue, StoredSample
-from belabox_metrics.upload.encode import SEED_JSON_CONTENT_TYPE, seed_json
+from belabox_metrics.model import Sample
+from belabox_metrics.store.queue import Claim, Row, SampleQueue
+from belabox_metrics.upload.backoff import backoff_delay, parse_retry_after
+from belabox_metrics.upload.encode import WireFormat, gzip_bytes
 from belabox_metrics.upload.transport import Response, Transport, TransportError
+
+DAY_MS = 86_400_000
+# Permanent refusals of the request's content: isolate the poison sample(s) by bisection.
+POISON_STATUSES = frozenset({400, 422})
+# Retryable: the server or a proxy is overloaded or briefly away.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_NEVER = threading.Event()
+
+
+@dataclass(frozen=True)
+class UploadPolicy:
+    max_samples: int = 10_000          # per request
+    max_bytes: int = 256 * 1024        # per request, compressed
+    max_attempts: int = 5              # per chunk per cycle
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    jitter: float = 0.2
+    max_age_ms: int = 30 * DAY_MS      # the destination drops older samples (retention)
+    max_future_ms: int = DAY_MS        # ... and samples too far ahead (VM: 2 days)
+    newest_first: bool = True
+    max_batches_per_cycle: int = 1000
 
 
 @dataclass
 class CycleResult:
     batches: int = 0
     acknowledged: int = 0
+    dead: int = 0
     error: str | None = None
+
+
+@dataclass
+class _Delivery:
+    resolved: int = 0                              # prefix of the rows accepted or dead-lettered
+    dead: list[tuple[Row, str]] = field(default_factory=list)
+    accepted: int = 0
+    error: str | None = None
+
+
+class UploadError(Exception):
+    pass
 
 
 def accepted_count(response: Response, sent: int) -> int:
     """How many of ``sent`` samples a 2xx answer accepted.
 
     metrics-receiver answers {"received": N}; an answer without a count (VictoriaMetrics'
-    204) accepts the whole request.
-    """
+    204) accepts the whole request."""
     try:
         body = json.loads(response.body) if response.body else None
     except ValueError:
@@ -45,96 +89,191 @@ def accepted_count(response: Response, sent: int) -> int:
     return sent
 
 
-def ack_position(batch: list[StoredSample], sent_ids: list[int], accepted: int) -> int | None:
-    """The row id up to which the batch is acknowledged, given ``accepted`` of the rows that
-    were sent (in order). Rows that were never sendable (text, non-finite) before the last
-    accepted one are acknowledged with it."""
-    if accepted >= len(sent_ids):
-        return batch[-1].id if batch else None
-    if accepted == 0:
-        return None
-    return sent_ids[accepted - 1]
+def check_sample(sample: Sample, now_ms: int, policy: UploadPolicy) -> str | None:
+    """Why the destination would drop or refuse this sample, or None if it is fine."""
+    value = sample.value
+    if value is None:
+        return None  # text: kept locally, never sent, not an error
+    if not math.isfinite(value):
+        return f"value {value} is not a finite number"
+    if sample.timestamp_ms < now_ms - policy.max_age_ms:
+        return f"timestamp {sample.timestamp_ms} is older than the destination's retention"
+    if sample.timestamp_ms > now_ms + policy.max_future_ms:
+        return f"timestamp {sample.timestamp_ms} is in the future (clock not synchronised?)"
+    return None
 
 
 class Uploader:
-    def __init__(self, queue: SampleQueue, transport: Transport, *, url: str, device_id: str,
-                 batch_size: int, clock: Clock, log: logging.Logger,
-                 max_batches_per_cycle: int = 1000) -> None:
+    def __init__(self, queue: SampleQueue, transport: Transport, *, url: str, fmt: WireFormat,
+                 clock: Clock, log: logging.Logger, policy: UploadPolicy | None = None,
+                 headers: dict[str, str] | None = None, stop: threading.Event | None = None,
+                 rng: random.Random | None = None) -> None:
         self.queue = queue
         self.transport = transport
         self.url = url
         self.destination = redact_url(url)
-        self.device_id = device_id
-        self.batch_size = batch_size
+        self.fmt = fmt
         self.clock = clock
         self.log = log
-        self.max_batches_per_cycle = max_batches_per_cycle
+        self.policy = policy or UploadPolicy()
+        self.extra_headers = headers or {}
+        self.stop = stop or threading.Event()
+        self.rng = rng or random.Random()
         # Counters for health and self-metrics.
         self.uploaded_total = 0
         self.failures_total = 0
         self.partial_total = 0
+        self.dead_total = 0
+        self.requests_total = 0
+        self.bytes_sent_total = 0
         self.last_success_wall: float | None = None
         self.last_error: str | None = None
+        self.last_status: int | None = None
 
+    # -- the cycle -------------------------------------------------------------------
     def run_cycle(self, deadline: float | None = None) -> CycleResult:
-        """Send pending batches until none are left, one fails, or ``deadline`` (monotonic)
-        passes."""
+        """Send pending rows until none are left, a chunk fails for now, or ``deadline``
+        (monotonic) passes."""
         result = CycleResult()
-        while result.batches < self.max_batches_per_cycle:
-            if deadline is not None and self.clock.monotonic() >= deadline:
-                break
-            batch = self.queue.pending(self.destination, self.batch_size)
-            if not batch:
+        while result.batches < self.policy.max_batches_per_cycle and not self._past(deadline):
+            claim = self.queue.next_batch(self.destination, self.policy.max_samples,
+                                          newest_first=self.policy.newest_first)
+            if claim is None:
                 break
             result.batches += 1
-            acknowledged, error = self._send(batch)
-            result.acknowledged += acknowledged
-            if error is not None:
-                result.error = error
+            delivery = self._deliver_claim(claim, deadline)
+            if delivery.resolved:
+                self.queue.ack(self.destination, claim, delivery.resolved, delivery.dead)
+            result.acknowledged += delivery.resolved
+            result.dead += len(delivery.dead)
+            self.dead_total += len(delivery.dead)
+            for row, reason in delivery.dead[:5]:
+                event(self.log, logging.WARNING, "sample moved to dead letters", metric=row.sample.name,
+                      timestamp_ms=row.ts, reason=reason)
+            if delivery.error is not None:
+                result.error = delivery.error
+                break
+            if delivery.resolved == 0:
+                result.error = "no progress"
                 break
         return result
 
-    def _send(self, batch: list[StoredSample]) -> tuple[int, str | None]:
-        sendable = [row for row in batch if is_finite(row.sample.value)]
-        sent_ids = [row.id for row in sendable]
-        batch_id = str(uuid.uuid4())
-        body = seed_json(self.device_id, [row.sample for row in sendable], int(self.clock.wall() * 1000))
-        headers = {"Content-Type": SEED_JSON_CONTENT_TYPE, "X-Batch-Id": batch_id,
-                   "User-Agent": "belabox-metrics"}
-        started = time.perf_counter()
-        fields = {"batch_id": batch_id, "count": len(sendable), "bytes_sent": len(body),
-                  "url": self.destination}
-        try:
-            response = self.transport.post(self.url, body, headers)
-        except TransportError as exc:
-            return 0, self._failed(f"no answer: {exc}", fields, started, error_type="transport")
-        fields["http_status"] = response.status
-        fields["bytes_rcvd"] = len(response.body)
-        if not 200 <= response.status < 300:
-            detail = response.body[:200].decode("utf-8", "replace")
-            return 0, self._failed(f"HTTP {response.status}: {detail}", fields, started,
-                                   error_type="http")
-        accepted = accepted_count(response, len(sendable))
-        position = ack_position(batch, sent_ids, accepted)
-        if position is None:
-            return 0, self._failed(f"remote accepted 0 of {len(sendable)} samples", fields, started,
-                                   error_type="rejected")
-        self.queue.ack(self.destination, position)
-        acknowledged = sum(1 for row in batch if row.id <= position)
-        if accepted < len(sendable):
-            self.partial_total += 1
-        self.uploaded_total += accepted
-        self.last_success_wall = self.clock.wall()
-        self.last_error = None
-        event(self.log, logging.INFO, "uploaded batch", accepted=accepted,
-              duration_ms=round((time.perf_counter() - started) * 1000, 1), **fields)
-        return acknowledged, None
+    def _past(self, deadline: float | None) -> bool:
+        return (self.stop.is_set() and deadline is None) or (
+            deadline is not None and self.clock.monotonic() >= deadline)
 
-    def _failed(self, error: str, fields: dict[str, object], started: float, *,
-                error_type: str) -> str:
+    def _deliver_claim(self, claim: Claim, deadline: float | None) -> _Delivery:
+        now_ms = int(self.clock.wall() * 1000)
+        # Rows the destination must never see are resolved up front, as dead letters (or,
+        # for text, as kept-locally), and acknowledged with the chunk around them.
+        dead: dict[int, str] = {}
+        send_index: list[int] = []
+        for index, row in enumerate(claim.rows):
+            problem = check_sample(row.sample, now_ms, self.policy)
+            if problem is not None:
+                dead[index] = problem
+            elif row.sample.value is not None:
+                send_index.append(index)
+        delivery = self._deliver([claim.rows[i] for i in send_index], deadline)
+        # Map the resolved prefix of the sent rows back onto the claim's rows.
+        if delivery.resolved == len(send_index):
+            resolved = len(claim.rows)
+        elif delivery.resolved == 0:
+            resolved = send_index[0] if send_index else len(claim.rows)
+        else:
+            resolved = send_index[delivery.resolved - 1] + 1
+        skipped = [(claim.rows[i], reason) for i, reason in dead.items() if i < resolved]
+        return _Delivery(resolved, skipped + delivery.dead, delivery.accepted, delivery.error)
+
+    def _deliver(self, rows: Sequence[Row], deadline: float | None) -> _Delivery:
+        """Deliver ``rows`` in order; bisect when too large or when refused as poison."""
+        if not rows:
+            return _Delivery()
+        samples = [r.sample for r in rows]
+        body = gzip_bytes(self.fmt.encode(samples, int(self.clock.wall() * 1000)))
+        if len(body) > self.policy.max_bytes and len(rows) > 1:
+            return self._bisect(rows, deadline)
+        response, error = self._post(body, len(rows), deadline)
+        if response is None:
+            return _Delivery(error=error)
+        if 200 <= response.status < 300:
+            accepted = accepted_count(response, len(rows))
+            if accepted < len(rows):
+                self.partial_total += 1
+            if accepted == 0:
+                return _Delivery(error=f"destination accepted 0 of {len(rows)} samples")
+            return _Delivery(resolved=accepted, accepted=accepted)
+        if response.status in POISON_STATUSES or response.status == 413:
+            if len(rows) > 1:
+                return self._bisect(rows, deadline)
+            reason = f"HTTP {response.status}: {response.body[:200].decode('utf-8', 'replace')}"
+            return _Delivery(resolved=1, dead=[(rows[0], reason)])
+        return _Delivery(error=error or f"HTTP {response.status}")
+
+    def _bisect(self, rows: Sequence[Row], deadline: float | None) -> _Delivery:
+        middle = len(rows) // 2
+        left = self._deliver(rows[:middle], deadline)
+        if left.error is not None or left.resolved < middle:
+            return left
+        right = self._deliver(rows[middle:], deadline)
+        return _Delivery(middle + right.resolved, left.dead + right.dead, left.accepted + right.accepted,
+                         right.error)
+
+    def _post(self, body: bytes, count: int, deadline: float | None) -> tuple[Response | None, str | None]:
+        """POST with retries. Returns (response, None) for any final HTTP answer (2xx or a
+        non-retryable status), or (None, error) when this cycle should give up for now."""
+        batch_id = str(uuid.uuid4())
+        headers = {"Content-Type": self.fmt.content_type, "Content-Encoding": "gzip",
+                   "X-Batch-Id": batch_id, "User-Agent": "belabox-metrics", **self.extra_headers}
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            fields: dict[str, object] = {"batch_id": batch_id, "attempt": attempt, "count": count,
+                                         "bytes_sent": len(body), "url": self.destination}
+            retry_after: float | None = None
+            self.requests_total += 1
+            self.bytes_sent_total += len(body)
+            try:
+                response = self.transport.post(self.url, body, headers)
+            except TransportError as exc:
+                error, error_type = f"no answer: {exc}", "transport"
+            else:
+                self.last_status = response.status
+                fields.update(http_status=response.status, bytes_rcvd=len(response.body),
+                              duration_ms=round((time.perf_counter() - started) * 1000, 1))
+                if 200 <= response.status < 300:
+                    self.uploaded_total += accepted_count(response, count)
+                    self.last_success_wall = self.clock.wall()
+                    self.last_error = None
+                    event(self.log, logging.INFO, "uploaded", **fields)
+                    return response, None
+                detail = response.body[:200].decode("utf-8", "replace")
+                error, error_type = f"HTTP {response.status}: {detail}", "http"
+                if response.status not in RETRY_STATUSES:
+                    self._failed(error, error_type, fields)
+                    if response.status in (401, 403):
+                        return None, f"authentication refused ({error}); samples stay queued"
+                    if response.status in POISON_STATUSES or response.status == 413:
+                        return response, error
+                    return None, error
+                retry_after = parse_retry_after(response.header("Retry-After"), self.clock.wall())
+            self._failed(error, error_type, fields)
+            if attempt >= self.policy.max_attempts:
+                return None, f"{error} (gave up after {attempt} attempts this cycle; samples stay queued)"
+            delay = retry_after if retry_after is not None else backoff_delay(
+                attempt, base=self.policy.backoff_base, maximum=self.policy.backoff_max,
+                jitter=self.policy.jitter, rng=self.rng)
+            if deadline is not None and self.clock.monotonic() + delay > deadline:
+                return None, error
+            event(self.log, logging.INFO, "retrying upload", batch_id=batch_id, attempt=attempt,
+                  backoff_ms=round(delay * 1000), retry_after=retry_after is not None)
+            # During the shutdown flush (deadline set) stop is already set: sleep anyway.
+            if self.clock.wait(delay, self.stop if deadline is None else _NEVER) and deadline is None:
+                return None, error
+
+    def _failed(self, error: str, error_type: str, fields: dict[str, object]) -> None:
         self.failures_total += 1
         self.last_error = error
-        event(self.log, logging.WARNING, "upload failed; samples stay queued for the next cycle",
-              error=error, error_type=error_type,
-              duration_ms=round((time.perf_counter() - started) * 1000, 1), **fields)
-        return error
+        event(self.log, logging.WARNING, "upload failed; samples stay queued", error=error,
+              error_type=error_type, **fields)
