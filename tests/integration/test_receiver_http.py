@@ -307,6 +307,24 @@ def test_malformed_request_line_gets_4xx_and_server_keeps_serving(receiver: Rece
         assert status_line.startswith(b"HTTP/1.") and status_line.split()[1].startswith(b"4"), (
             garbage[:20], reply[:200])
     assert receiver.post(encode(batch("after-garbage")))[0] == 200
+    assert "Traceback" not in receiver.log_text()
+
+
+def test_sender_vanishing_mid_body_is_a_one_line_log(receiver: Receiver) -> None:
+    before = receiver.sample_count()
+    body = encode(batch("vanished"))
+    with socket.create_connection((receiver.host, receiver.port), timeout=5) as raw:
+        raw.sendall(
+            b"POST /api/metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:20]
+        )
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while "400 body incomplete" not in receiver.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "rejected upload from 127.0.0.1: 400 body incomplete" in receiver.log_text()
+    assert "Traceback" not in receiver.log_text()
+    assert receiver.sample_count() == before
 
 
 def test_listening_line_names_host_port_and_db(receiver: Receiver) -> None:

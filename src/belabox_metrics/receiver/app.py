@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from belabox_metrics.clock import Clock, SystemClock
 from belabox_metrics.receiver.storage import SampleStore
@@ -203,6 +204,11 @@ async def post_metrics(request: web.Request) -> web.Response:
     except asyncio.TimeoutError:
         log.info("rejected upload from %s: 408 body not received in time", peer)
         return error_response(408, f"body not received within {BODY_READ_TIMEOUT_S:.0f}s")
+    except (ConnectionError, HttpProcessingError) as exc:
+        # The sender vanished or broke the body's framing mid-way: its problem, no traceback.
+        reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        log.info("rejected upload from %s: 400 body incomplete (%s)", peer, reason)
+        return error_response(400, f"body: incomplete or malformed HTTP body ({reason})")
 
     stored = await request.app[STORE_KEY].insert(batch.device_id, batch.samples)
     received = len(batch.samples)
@@ -283,6 +289,7 @@ async def serve(
     on_listening: Callable[[str, int], None] | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then finish in-flight requests and close the database."""
+    quiet_bad_request_logs()
     app = build_app(db_path, max_body_bytes=max_body_bytes)
     runner = make_runner(app)
     await runner.setup()
@@ -306,6 +313,32 @@ async def serve(
     finally:
         await runner.cleanup()
     log.info("metrics-receiver stopped")
+
+
+class _OneLineBadRequests(logging.Filter):
+    """aiohttp logs each malformed HTTP request with a traceback at ERROR; anyone probing
+    the port would flood the log. Keep one INFO line naming the peer and the reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = " ".join(str(exc.message).split())[:200]
+            original = record.getMessage()
+            record.msg = "%s; bad HTTP request: %s"
+            record.args = (original, reason)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return log.isEnabledFor(logging.INFO)
+        return True
+
+
+_BAD_REQUEST_FILTER = _OneLineBadRequests()
+
+
+def quiet_bad_request_logs() -> None:
+    # Idempotent: Logger.addFilter ignores a filter it already has.
+    logging.getLogger("aiohttp.server").addFilter(_BAD_REQUEST_FILTER)
 
 
 def _bound_port(runner: web.AppRunner, requested: int) -> int:
