@@ -16,6 +16,7 @@ once, so the two agree to within the packets after srt-live-transmit's last repo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -187,10 +188,9 @@ def run_link(tool: str, tmp: Path, drop_share: float) -> RunResult:
 
 
 def _poll(collector: SrtCollector, into: list[Sample]) -> None:
-    try:
-        into += collector.collect(int(time.time() * 1000))
-    except CollectorError:
-        pass  # before the stats files exist: counted per source, nothing to keep
+    # Before the stats files exist every source fails: counted, nothing to keep.
+    with contextlib.suppress(CollectorError):
+        into.extend(collector.collect(int(time.time() * 1000)))
 
 
 def last(samples: list[Sample], name: str, **labels: str) -> float:

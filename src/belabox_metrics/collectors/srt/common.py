@@ -82,17 +82,19 @@ def http_get(url: str, timeout: float, *, authorization: str | None = None,
 
     try:
         conn.request("GET", path, headers=headers)
-        if conn.sock is not None:
-            conn.sock.settimeout(remaining())
+        # Kept here: the connection drops its reference once the response says "close".
+        sock = conn.sock
+        if sock is not None:
+            sock.settimeout(remaining())
         response = conn.getresponse()
         if response.status != 200:
             raise SourceError(http_status_reason(response.status, response.reason))
         chunks: list[bytes] = []
         size = 0
         while True:
-            if conn.sock is not None:
-                conn.sock.settimeout(remaining())
-            chunk = response.read(65536)
+            if sock is not None:
+                sock.settimeout(remaining())
+            chunk = response.read1(65536)  # what has arrived: read() would wait for all
             if not chunk:
                 break
             size += len(chunk)

@@ -248,7 +248,12 @@ class SrtLiveTransmitSource:
     def poll(self, now_ms: int) -> list[Sample]:
         first = not self.started
         self.started = True
-        lines = self.tail.read_lines()
+        try:
+            lines = self.tail.read_lines()
+        except SourceError:
+            # Nothing readable at start: whatever appears later is new, not history.
+            self.deltas.primed = True
+            raise
         records, problems = parse_stats_lines(lines)
         now_s = now_ms / 1000.0
         if first:

@@ -1,0 +1,247 @@
+"""SLS, OpenIRL, MediaMTX and srtla Prometheus sources against a local HTTP server serving
+the researched payloads, then the ways a server goes wrong."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from belabox_metrics.collectors.base import CollectorError
+from belabox_metrics.collectors.srt.common import http_get
+from tests.unit.test_srt_support import fixture_text, http_server, make_collector, now_ms, one, pick
+
+SLS_170 = fixture_text("sls_stats_legacy_noalbs170.json")
+SLS_173 = fixture_text("sls_stats_legacy_noalbs173.json")
+OPENIRL = fixture_text("openirl_sls_stats_modern.json")
+MEDIAMTX = fixture_text("mediamtx_srtconns_list_CONSTRUCTED.json")
+SRTLA = fixture_text("irlserver_srtla_rec_metrics_sample.txt")
+
+
+def test_sls_classic_publisher_by_stream_name() -> None:
+    with http_server() as server:
+        server.set("/stats", SLS_170)
+        collector = make_collector([{"type": "sls", "url": f"http://127.0.0.1:{server.port}/stats",
+                                     "stream": "MY_NAME"}])
+        samples = collector.collect(now_ms())
+        labels = {"source": "sls", "stream": "MY_NAME"}
+        assert one(samples, "srt.rtt_seconds", **labels) == pytest.approx(0.050535)
+        assert one(samples, "srt.receive_rate_bits_per_second", **labels) == pytest.approx(5.158361374449505e6)
+        assert one(samples, "srt.link_bandwidth_bits_per_second", **labels) == pytest.approx(9.276e6)
+        assert one(samples, "srt.stream_bitrate_bits_per_second", **labels) == 3_990_000
+        assert one(samples, "srt.buffer_seconds", **labels) == pytest.approx(1.935)
+        assert one(samples, "srt.uptime_seconds", **labels) == 1036
+        assert one(samples, "srt.stream_connected", **labels) == 1
+        # SLS has no packets-received count: no loss percent is made up.
+        assert pick(samples, "srt.packet_loss") == []
+        # Counters start at the agent's first poll; the next poll adds what moved.
+        assert one(samples, "srt.packets_lost_total", **labels) == 0
+        moved = json.loads(SLS_170)
+        moved["publishers"]["publish/live/MY_NAME"]["pktRcvLoss"] += 7
+        moved["publishers"]["publish/live/MY_NAME"]["pktRcvDrop"] += 2
+        server.set("/stats", json.dumps(moved))
+        samples = collector.collect(now_ms())
+        assert one(samples, "srt.packets_lost_total", **labels) == 7
+        assert one(samples, "srt.packets_dropped_total", **labels) == 2
+        # A reconnect resets SLS's counters: the agent's total stays monotonic.
+        moved["publishers"]["publish/live/MY_NAME"]["pktRcvLoss"] = 3
+        server.set("/stats", json.dumps(moved))
+        samples = collector.collect(now_ms())
+        assert one(samples, "srt.packets_lost_total", **labels) == 10
+        assert collector.errors == {"sls#0": 0}
+
+
+def test_sls_all_publishers_and_absent_stream() -> None:
+    with http_server() as server:
+        server.set("/stats", SLS_173)
+        url = f"http://127.0.0.1:{server.port}/stats"
+        samples = make_collector([{"type": "sls", "url": url}]).collect(now_ms())
+        assert one(samples, "srt.rtt_seconds", stream="live/test/Testing111") == pytest.approx(0.023702)
+        absent = make_collector([{"type": "sls", "url": url, "stream": "other"}]).collect(now_ms())
+        # The server answered: the stream is really not there. That is a 0, not an error.
+        assert [(s.name, s.value) for s in absent] == [("srt.stream_connected", 0.0)]
+
+
+def test_openirl_publisher() -> None:
+    with http_server() as server:
+        server.set("/stats/play_abc", OPENIRL)
+        collector = make_collector([{"type": "openirl",
+                                     "url": f"http://127.0.0.1:{server.port}/stats/play_abc",
+                                     "stream": "live"}])
+        samples = collector.collect(now_ms())
+        labels = {"source": "openirl", "stream": "live"}
+        assert one(samples, "srt.stream_bitrate_bits_per_second", **labels) == 16_363_000
+        assert one(samples, "srt.buffer_seconds", **labels) == pytest.approx(1.995)
+        assert one(samples, "srt.rtt_seconds", **labels) == pytest.approx(0.0302)
+        assert one(samples, "srt.latency_seconds", **labels) == pytest.approx(2.0)
+        assert one(samples, "srt.stream_connected", **labels) == 1
+        server.set("/stats/play_abc", json.dumps({"publisher": None, "status": "ok"}))
+        samples = collector.collect(now_ms())
+        assert [(s.name, s.value) for s in samples] == [("srt.stream_connected", 0.0)]
+
+
+def test_mediamtx_loss_percent_over_the_interval() -> None:
+    with http_server() as server:
+        server.set("/v3/srtconns/list", MEDIAMTX)
+        collector = make_collector([{"type": "mediamtx", "url": f"http://127.0.0.1:{server.port}",
+                                     "path": "live"}])
+        labels = {"source": "mediamtx", "stream": "live"}
+        first = collector.collect(now_ms())
+        # History before the first poll is a baseline, not "this interval".
+        assert pick(first, "srt.packet_loss") == []
+        assert one(first, "srt.rtt_seconds", **labels) == pytest.approx(0.00007)
+        assert one(first, "srt.receive_rate_bits_per_second", **labels) == pytest.approx(2.63305e6)
+        assert one(first, "srt.buffer_seconds", **labels) == pytest.approx(0.195)
+        assert one(first, "srt.link_bandwidth_bits_per_second", **labels) == pytest.approx(581.016e6)
+        payload = json.loads(MEDIAMTX)
+        item = payload["items"][0]
+        item["packetsReceived"] += 291
+        item["packetsReceivedLoss"] += 9
+        item["packetsReceivedRetrans"] += 9
+        item["packetsReceivedDrop"] += 1
+        server.set("/v3/srtconns/list", json.dumps(payload))
+        second = collector.collect(now_ms())
+        assert one(second, "srt.packet_loss", **labels) == pytest.approx(100 * 9 / 300)
+        assert one(second, "srt.packets_received_total", **labels) == 291
+        assert one(second, "srt.packets_retransmitted_total", **labels) == 9
+        assert one(second, "srt.packets_dropped_total", **labels) == 1
+        # A reconnect is a new connection id whose counters start from zero.
+        item["id"] = "new-connection"
+        item["packetsReceived"], item["packetsReceivedLoss"] = 100, 0
+        server.set("/v3/srtconns/list", json.dumps(payload))
+        third = collector.collect(now_ms())
+        assert one(third, "srt.packets_received_total", **labels) == 391
+        assert one(third, "srt.packet_loss", **labels) == 0.0
+
+
+def test_srtla_prometheus_metrics() -> None:
+    with http_server() as server:
+        server.set("/metrics", SRTLA, content_type="text/plain")
+        samples = make_collector([{"type": "srtla-prom",
+                                   "url": f"http://127.0.0.1:{server.port}/metrics"}]).collect(now_ms())
+        link = {"group": "44123", "remote": "203.0.113.5:51000"}
+        assert one(samples, "srtla.conn_packets_lost_total", **link) == 42
+        assert one(samples, "srtla.conn_rtt_seconds", **link) == pytest.approx(0.087)
+        assert one(samples, "srtla.connections") == 3
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (401, "HTTP 401"), (403, "HTTP 403"), (404, "HTTP 404"), (500, "HTTP 500"),
+])
+def test_http_errors_give_no_samples_and_a_counted_reason(status: int, expected: str) -> None:
+    with http_server() as server:
+        server.set("/stats", "{}", status=status)
+        collector = make_collector([{"type": "sls", "url": f"http://127.0.0.1:{server.port}/stats"}])
+        for _ in range(3):
+            with pytest.raises(CollectorError, match=expected):
+                collector.collect(now_ms())
+        assert collector.errors == {"sls#0": 3}
+        assert collector.last_error is not None and expected in collector.last_error
+        assert collector.degraded
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("<html>nginx error</html>", "not valid JSON"),
+    ('{"status":"ok"}', "publishers is missing"),
+    ('{"publishers":{"live":{"rtt":"fast"}},"status":"ok"}', "not a number"),
+    ('{"publishers":{"live":{"rtt":1}},"status":"ok"}', "is missing"),
+    ('{"publishers":{},"status":"error"}', "status is 'error'"),
+    ("[1,2,3]", "not a JSON object"),
+])
+def test_garbage_and_changed_shapes(body: str, expected: str) -> None:
+    with http_server() as server:
+        server.set("/stats", body)
+        collector = make_collector([{"type": "sls", "url": f"http://127.0.0.1:{server.port}/stats"}])
+        with pytest.raises(CollectorError, match=expected):
+            collector.collect(now_ms())
+        assert collector.errors["sls#0"] == 1
+
+
+def test_mediamtx_missing_fields_and_garbage() -> None:
+    with http_server() as server:
+        broken = json.loads(MEDIAMTX)
+        del broken["items"][0]["msRTT"]
+        server.set("/v3/srtconns/list", json.dumps(broken))
+        collector = make_collector([{"type": "mediamtx", "url": f"http://127.0.0.1:{server.port}"}])
+        with pytest.raises(CollectorError, match="msRTT is missing"):
+            collector.collect(now_ms())
+        server.set("/v3/srtconns/list", '{"itemCount": 0}')
+        with pytest.raises(CollectorError, match="items is missing"):
+            collector.collect(now_ms())
+
+
+def test_stalling_and_trickling_servers_time_out() -> None:
+    with http_server() as server:
+        server.set("/stall", SLS_170, delay=5.0)
+        server.set("/trickle", SLS_170, trickle=0.05)  # ~12 s for the whole body
+        for path in ("/stall", "/trickle"):
+            collector = make_collector([{"type": "sls", "timeout": "300ms",
+                                         "url": f"http://127.0.0.1:{server.port}{path}"}])
+            started = time.monotonic()
+            with pytest.raises(CollectorError, match=r"within 0\.3s"):
+                collector.collect(now_ms())
+            assert time.monotonic() - started < 1.5
+
+
+def test_one_slow_source_does_not_hold_the_others() -> None:
+    with http_server() as server:
+        server.set("/stats", SLS_170)
+        server.set("/stall", SLS_170, delay=5.0)
+        base = f"http://127.0.0.1:{server.port}"
+        collector = make_collector([
+            {"type": "sls", "url": base + "/stall", "timeout": "400ms"},
+            {"type": "sls", "url": base + "/stats", "stream": "MY_NAME"},
+            {"type": "sls", "url": "http://127.0.0.1:9/stats"},  # discard port: refused
+        ])
+        started = time.monotonic()
+        samples = collector.collect(now_ms())
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0
+        assert one(samples, "srt.stream_connected", stream="MY_NAME") == 1
+        assert collector.errors == {"sls#0": 1, "sls#1": 0, "sls#2": 1}
+        status = {s["id"]: s for s in collector.source_status()}
+        assert "within 0.4s" in status["sls#0"]["last_error"]
+        assert "refused" in status["sls#2"]["last_error"]
+        assert status["sls#1"]["last_ok_ms"] is not None
+        collector.close()
+
+
+def test_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    collector = make_collector([{"type": "sls", "url": "http://127.0.0.1:9/stats"}])
+    with caplog.at_level(logging.WARNING):
+        for _ in range(10):
+            with pytest.raises(CollectorError):
+                collector.collect(now_ms())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert collector.errors == {"sls#0": 10}
+
+
+def test_credentials_file_basic_auth_and_permissions(tmp_path: Path) -> None:
+    secret = tmp_path / "mediamtx-credentials"
+    secret.write_text("metrics:s3cret-pass\n")
+    with http_server() as server:
+        server.set("/v3/srtconns/list", MEDIAMTX)
+        source = {"type": "mediamtx", "url": f"http://127.0.0.1:{server.port}",
+                  "credentials_file": str(secret)}
+        os.chmod(secret, 0o644)
+        collector = make_collector([source])
+        with pytest.raises(CollectorError, match="chmod 600"):
+            collector.collect(now_ms())
+        assert server.requests == []  # refused before any request
+        os.chmod(secret, 0o600)
+        collector.collect(now_ms())
+        assert server.requests[-1][1] == "Basic bWV0cmljczpzM2NyZXQtcGFzcw=="
+
+
+def test_http_get_returns_body_and_caps_size() -> None:
+    with http_server() as server:
+        server.set("/big", b"x" * 5000)
+        url = f"http://127.0.0.1:{server.port}/big"
+        assert http_get(url, 2.0) == b"x" * 5000
+        with pytest.raises(Exception, match="larger than 1000 bytes"):
+            http_get(url, 2.0, max_bytes=1000)
