@@ -102,12 +102,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def pick(samples: list[Sample], name: str, **labels: str) -> list[Sample]:
+def pick(samples: list[Sample], name: str, /, **labels: str) -> list[Sample]:
     return [s for s in samples
             if s.name == name and all(s.label(k) == v for k, v in labels.items())]
 
 
-def one(samples: list[Sample], name: str, **labels: str) -> float:
+def one(samples: list[Sample], name: str, /, **labels: str) -> float:
     found = pick(samples, name, **labels)
     assert len(found) == 1, f"{name} {labels}: {found}"
     value = found[0].value
