@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--metric", default=None, help="only this metric name, e.g. cpu.temperature")
     query.add_argument("--last", type=int, default=20, help="how many samples (default 20)")
 
+    verify = sub.add_parser("verify", help="check that what was recorded as sent is in VictoriaMetrics, once")
+    verify.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    verify.add_argument("--since", default="1h", help="how far back to check, e.g. 30m, 6h, 2d (default 1h)")
+    verify.add_argument("--settle", default="30s",
+                        help="skip samples newer than this: VictoriaMetrics makes fresh rows searchable "
+                             "with a delay (default 30s, like its -search.latencyOffset)")
+
     from belabox_metrics.cli import dev
 
     dev.add_parser(sub)
@@ -73,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(settings)
     if command == "query":
         return query(settings, args.metric, args.last)
+    if command == "verify":
+        return verify(settings, args.since, args.settle)
     return run(settings)
 
 
@@ -139,6 +148,57 @@ def query(settings: Settings, metric: str | None, last: int) -> int:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
     print(f"({len(rows)} shown; {total} stored, {pending} not yet uploaded)")
     return EXIT_OK
+
+
+def verify(settings: Settings, since: str, settle: str = "30s") -> int:
+    import time
+    import urllib.error
+
+    from belabox_metrics.secrets import read_secret_file
+    from belabox_metrics.upload import verify as audit
+    from belabox_metrics.validation import parse_duration
+
+    try:
+        window = parse_duration(since, "--since")
+        settle_s = 0.0 if settle.strip() in ("0", "0s") else parse_duration(settle, "--settle")
+        headers = {}
+        if settings.remote.token_file:
+            headers["Authorization"] = "Bearer " + read_secret_file(settings.remote.token_file, "remote.token_file")
+    except ConfigError as exc:
+        print(f"metrics-collector: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if settings.remote.format != "vm-jsonl":
+        print("metrics-collector: verify reads back from VictoriaMetrics; remote.format is "
+              f"{settings.remote.format!r}, not 'vm-jsonl'", file=sys.stderr)
+        return EXIT_USAGE
+    if not os.path.exists(settings.storage.path):
+        print(f"metrics-collector: no database at {settings.storage.path}", file=sys.stderr)
+        return EXIT_FAILURE
+    since_ms = int((time.time() - window) * 1000)
+    destination = logs.redact_url(settings.remote.url)
+    queue = SampleQueue.open(settings.storage.path)
+    try:
+        until_ms = int((time.time() - settle_s) * 1000)
+        local = audit.sent_samples(queue, destination, settings.device.id, since_ms, until_ms)
+    finally:
+        queue.close()
+    url = audit.export_url(settings.remote.url)
+    print(f"verifying {len(local)} samples sent since {format_ms(since_ms)} against {logs.redact_url(url)}")
+    try:
+        counts, values = audit.remote_counts(audit.fetch_export(url, settings.device.id, since_ms, headers))
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        print(f"metrics-collector: cannot export from {logs.redact_url(url)}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    report = audit.compare(local, counts, values)
+    print(f"checked {report.checked}; in VictoriaMetrics for this device: {report.in_remote}; "
+          f"missing {len(report.missing)}; duplicated {len(report.duplicated)}; "
+          f"value mismatch {len(report.value_mismatch)}")
+    for name, labels, ts in report.missing[:10]:
+        print(f"  missing: {name}{{{','.join(f'{k}={v!r}' for k, v in labels)}}} @ {format_ms(ts)}")
+    for (name, _labels, ts), times in report.duplicated[:10]:
+        print(f"  duplicated x{times}: {name} @ {format_ms(ts)}")
+    print("OK: every sent sample is there exactly once" if report.ok else "PROBLEMS FOUND")
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

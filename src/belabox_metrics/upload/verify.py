@@ -1,0 +1,98 @@
+"""Audit: is what the agent recorded as delivered really in VictoriaMetrics, once?
+
+VictoriaMetrics answers 204 to an import even when it skipped lines, so a 2xx proves
+little. ``verify`` exports the time range back (``/api/v1/export``) and compares it,
+sample by sample, with the samples the local database marks as sent.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from belabox_metrics.model import Labels
+from belabox_metrics.store.queue import SampleQueue
+from belabox_metrics.upload.encode import promql_label, promql_name
+
+SampleKey = tuple[str, Labels, int]  # (PromQL name, labels incl. device_id, timestamp ms)
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    in_remote: int = 0
+    missing: list[SampleKey] = field(default_factory=list)
+    duplicated: list[tuple[SampleKey, int]] = field(default_factory=list)
+    value_mismatch: list[SampleKey] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicated or self.value_mismatch)
+
+
+def export_url(import_url: str) -> str:
+    parts = urllib.parse.urlsplit(import_url)
+    path = parts.path
+    if path.endswith("/api/v1/import"):
+        path = path[: -len("/import")] + "/export"
+    else:
+        path = path.rstrip("/") + "/api/v1/export"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def sent_samples(queue: SampleQueue, destination: str, device_id: str, since_ms: int,
+                 until_ms: int | None = None) -> dict[SampleKey, float]:
+    """What the agent recorded as delivered to ``destination`` since ``since_ms``, keyed
+    as VictoriaMetrics stores it. Text samples and dead letters were never sent."""
+    dead = {(r.ts, r.series_id) for r, _ in queue.dead_letters(destination)}
+    out: dict[SampleKey, float] = {}
+    for row, sent in queue.recent(None, 10**12, destination):
+        sample = row.sample
+        if not sent or sample.value is None or row.ts < since_ms or row.key in dead:
+            continue
+        if until_ms is not None and row.ts > until_ms:
+            continue
+        labels = tuple(sorted([("device_id", device_id),
+                               *((promql_label(k), v) for k, v in sample.labels)]))
+        out[(promql_name(sample.name), labels, row.ts)] = sample.value
+    return out
+
+
+def fetch_export(url: str, device_id: str, since_ms: int, headers: Mapping[str, str],
+                 timeout: float = 60.0) -> list[Mapping[str, object]]:
+    query = urllib.parse.urlencode({"match[]": f'{{device_id="{device_id}"}}', "start": str(since_ms // 1000)})
+    request = urllib.request.Request(f"{url}?{query}", headers=dict(headers))
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        return [json.loads(line) for line in answer.read().decode().splitlines() if line.strip()]
+
+
+def remote_counts(lines: Iterable[Mapping[str, object]]) -> tuple[Counter[SampleKey], dict[SampleKey, float]]:
+    counts: Counter[SampleKey] = Counter()
+    values: dict[SampleKey, float] = {}
+    for line in lines:
+        metric = dict(line["metric"])  # type: ignore[call-overload]
+        name = str(metric.pop("__name__"))
+        labels = tuple(sorted((str(k), str(v)) for k, v in metric.items()))
+        for ts, value in zip(line["timestamps"], line["values"], strict=True):  # type: ignore[call-overload]
+            key = (name, labels, int(ts))
+            counts[key] += 1
+            values[key] = float(value)
+    return counts, values
+
+
+def compare(local: Mapping[SampleKey, float], counts: Counter[SampleKey],
+            values: Mapping[SampleKey, float]) -> VerifyReport:
+    report = VerifyReport(checked=len(local), in_remote=sum(counts.values()))
+    for key, value in local.items():
+        found = counts.get(key, 0)
+        if found == 0:
+            report.missing.append(key)
+        elif found > 1:
+            report.duplicated.append((key, found))
+        elif values[key] != value:
+            report.value_mismatch.append(key)
+    return report
