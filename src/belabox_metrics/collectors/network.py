@@ -97,7 +97,7 @@ class Options:
 def parse_options(reader: Reader) -> Options:
     # `exclude: ""` excludes nothing (the default list is replaced, not extended).
     exclude = reader.string("exclude", DEFAULT_EXCLUDE, nonempty=False, example="lo|docker.*")
-    if exclude:
+    if exclude and exclude is not DEFAULT_EXCLUDE:
         exclude = reader.regex("exclude")
     return Options(
         include=reader.regex("include", None),
