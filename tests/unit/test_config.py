@@ -50,7 +50,8 @@ def test_good_config_parses_with_defaults() -> None:
 def test_shipped_example_config_is_valid() -> None:
     settings = load_config(str(REPO_ROOT / "configs" / "config.yaml"))
     assert settings.storage.path == "/var/lib/belabox-metrics/metrics.db"
-    assert [m.name for m in settings.enabled_metrics] == ["cpu.temperature"]
+    assert [m.name for m in settings.enabled_metrics] == [
+        "cpu", "memory", "disk", "network", "thermal", "system", "cpu.temperature"]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
