@@ -18,9 +18,8 @@ from belabox_metrics.store.lock import AlreadyRunning, ProcessLock
 
 def test_second_lock_names_the_holder(tmp_path: Path) -> None:
     db = str(tmp_path / "m.db")
-    with ProcessLock(db):
-        with pytest.raises(AlreadyRunning, match=f"PID {os.getpid()}"):
-            ProcessLock(db).acquire()
+    with ProcessLock(db), pytest.raises(AlreadyRunning, match=f"PID {os.getpid()}"):
+        ProcessLock(db).acquire()
     ProcessLock(db).acquire()  # released on exit
 
 
