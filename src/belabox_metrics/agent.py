@@ -17,14 +17,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from belabox_metrics import __version__
 from belabox_metrics.clock import Clock, SystemClock
 from belabox_metrics.collectors.base import Collector, CollectorContext, MetricSettings, registry
 from belabox_metrics.collectors.procfs import FsRoot
-from belabox_metrics.config import Settings
+from belabox_metrics.config import Settings, parse_listen
+from belabox_metrics.health.server import HealthServer
+from belabox_metrics.health.status import CollectorState, Snapshot, Thresholds, evaluate
 from belabox_metrics.logs import event, get, redact_url
-from belabox_metrics.model import Sample
+from belabox_metrics.model import Sample, make_labels
+from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
-from belabox_metrics.store.queue import SampleQueue
+from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector
+from belabox_metrics.store.queue import QueueStats, SampleQueue
+from belabox_metrics.timesync import ClockTrust, SkewMeasurement, measure_skew
 from belabox_metrics.upload.encode import wire_format
 from belabox_metrics.upload.transport import HttpTransport, Transport
 from belabox_metrics.upload.uploader import Uploader, UploadPolicy
@@ -58,6 +64,8 @@ class ScheduledMetric:
     samples: int = 0
     last_error: str | None = None
     last_duration_s: float = 0.0
+    last_success_wall: float | None = None
+    duration: Histogram = field(default_factory=Histogram)
 
 
 @dataclass
@@ -69,6 +77,9 @@ class CollectionLoop:
     unstored: list[Sample] = field(default_factory=list)
     dropped_unstored: int = 0
     store_failures: int = 0
+    heartbeat: Heartbeat | None = None
+    # Wake at least this often, so the watchdog sees the loop alive between long intervals.
+    max_sleep: float = 5.0
 
     def run(self, stop: threading.Event, max_rounds: int | None = None) -> None:
         rounds = 0
@@ -78,11 +89,16 @@ class CollectionLoop:
             now = self.clock.monotonic()
             due = [m for m in self.metrics if m.due <= now]
             if not due:
-                wake = min(m.due for m in self.metrics)
-                if self.clock.wait(wake - now, stop):
+                sleep = min(min(m.due for m in self.metrics) - now, self.max_sleep)
+                if self.heartbeat is not None:
+                    self.heartbeat.beat(sleep + 10)
+                if self.clock.wait(sleep, stop):
                     return
                 continue
             rounds += 1
+            if self.heartbeat is not None:
+                # Collectors have their own timeouts (SRT sources: a few seconds each).
+                self.heartbeat.beat(60)
             self.run_due(due)
 
     def run_due(self, due: Sequence[ScheduledMetric]) -> None:
@@ -109,7 +125,9 @@ class CollectionLoop:
             return []
         finally:
             metric.last_duration_s = time.perf_counter() - started
+            metric.duration.observe(metric.last_duration_s)
         metric.last_error = None
+        metric.last_success_wall = self.clock.wall()
         metric.samples += len(samples)
         event(self.log, logging.DEBUG, "collected", collector=metric.settings.name,
               count=len(samples), duration_ms=round(metric.last_duration_s * 1000, 3))
@@ -224,24 +242,67 @@ class Agent:
             token = read_secret_file(remote.token_file, "remote.token_file")
             self.headers["Authorization"] = f"Bearer {token}"
         self.fs = FsRoot(settings.host.proc_root, settings.host.sys_root)
+        self.boot_id = read_boot_id(self.fs)
         self.ctx = CollectorContext(fs=self.fs, clock=self.clock, device_id=settings.device.id,
                                     log=get("collector"))
+        self.started_wall = self.clock.wall()
         start = self.clock.monotonic()
         self.scheduled = [
             ScheduledMetric(m, c, due=start) for m, c in build_collectors(settings, self.ctx)
         ]
+        self.self_metrics = SelfMetrics()
+        self.self_metrics.add(self._metric_families)
+        if settings.monitoring.self_metrics:
+            self.scheduled.append(ScheduledMetric(
+                MetricSettings("agent.self_metrics", settings.monitoring.self_metrics_interval),
+                SelfMetricsCollector(self.self_metrics), due=start + settings.monitoring.self_metrics_interval))
+        self.collection_heartbeat = Heartbeat("collection", self.clock)
+        self.upload_heartbeat = Heartbeat("upload", self.clock)
+        self.destination = redact_url(remote.url)
+        self.trust: ClockTrust | None = None
+        self.held_total = 0
+        self.restamped_total = 0
+        self.skew: SkewMeasurement | None = None
+        self.next_skew_check = start
+        self.stats: QueueStats | None = None
         self.collection: CollectionLoop | None = None
         self.uploader: Uploader | None = None
         self.housekeeping: Housekeeping | None = None
         self.session_id: int | None = None
+        self.health_server: HealthServer | None = None
+        self.limits = Thresholds(pending_degraded=settings.health.degraded_threshold,
+                                 pending_error=settings.health.error_threshold,
+                                 upload_error_after=settings.health.upload_error_after,
+                                 skew_warn_ms=settings.monitoring.clock_skew_warn_threshold_ms)
 
     def _open_queue(self) -> SampleQueue:
         return SampleQueue.open(self.settings.storage.path)
 
+    # -- collection --------------------------------------------------------------------
+    def _store(self, queue: SampleQueue, samples: list[Sample]) -> int:
+        """Append, unless the wall clock cannot be trusted: then hold the samples with their
+        monotonic time, and re-stamp them as soon as it can."""
+        offset_ms = int((self.clock.wall() - self.clock.monotonic()) * 1000)
+        if self.trust is not None and not self.trust.trusted():
+            held = queue.hold(samples, self.boot_id, offset_ms)
+            if self.held_total == 0:
+                event(self.log, logging.WARNING, "wall clock not trusted: holding samples until it is",
+                      reason=self.trust.reason)
+            self.held_total += held
+            return held
+        if self.held_total and self.trust is not None:
+            released = queue.release_held(self.boot_id, offset_ms)
+            self.restamped_total += released
+            self.held_total = 0
+            event(self.log, logging.INFO, "clock trusted again: re-stamped held samples from the monotonic clock",
+                  count=released, reason=self.trust.reason)
+        return queue.append(samples)
+
     def _collection_thread(self) -> None:
         queue = self._open_queue()
         try:
-            self.collection = CollectionLoop(self.scheduled, queue.append, self.clock, get("collect"))
+            self.collection = CollectionLoop(self.scheduled, lambda samples: self._store(queue, samples), self.clock,
+                                             get("collect"), heartbeat=self.collection_heartbeat)
             self.collection.run(self.stop)
         except BaseException as exc:
             self.errors.append(exc)
@@ -251,6 +312,7 @@ class Agent:
             self.collection_done.set()
             queue.close()
 
+    # -- upload and maintenance ----------------------------------------------------------
     def _upload_thread(self) -> None:
         remote = self.settings.remote
         queue = self._open_queue()
@@ -258,22 +320,28 @@ class Agent:
             self.uploader = Uploader(queue, self.transport, url=remote.url,
                                      fmt=wire_format(remote.format, self.settings.device.id),
                                      clock=self.clock, log=get("upload"), policy=upload_policy(self.settings),
-                                     headers=self.headers, stop=self.stop)
-            destinations = [self.uploader.destination] if remote.enabled else []
+                                     headers=self.headers, stop=self.stop, heartbeat=self.upload_heartbeat,
+                                     timeout=remote.timeout)
+            destinations = [self.destination] if remote.enabled else []
             self.housekeeping = Housekeeping(queue, self.settings, destinations, self.clock, get("storage"))
+            self.stats = queue.stats(self.destination)
             while True:
+                self.upload_heartbeat.beat(remote.interval + 10)
                 if self.clock.wait(remote.interval, self.stop):
                     break
                 if remote.enabled:
                     self.uploader.run_cycle()
+                self.upload_heartbeat.beat(120)
                 self.housekeeping.run()
+                self._check_skew()
+                self.stats = queue.stats(self.destination)
             # Shutdown: wait for the last collection to be stored, then one last upload.
             self.collection_done.wait(timeout=remote.shutdown_grace)
             if remote.enabled:
                 deadline = self.clock.monotonic() + remote.shutdown_grace
                 result = self.uploader.run_cycle(deadline=deadline)
                 event(self.log, logging.INFO, "final upload", acknowledged=result.acknowledged,
-                      pending=queue.pending_count(self.uploader.destination), error=result.error)
+                      pending=queue.pending_count(self.destination), error=result.error)
             self.housekeeping.run(final=True)
         except BaseException as exc:
             self.errors.append(exc)
@@ -283,32 +351,153 @@ class Agent:
             self.transport.close()
             queue.close()
 
+    def _check_skew(self) -> None:
+        monitoring = self.settings.monitoring
+        if monitoring.clock_skew_url is None or self.clock.monotonic() < self.next_skew_check:
+            return
+        self.next_skew_check = self.clock.monotonic() + monitoring.clock_skew_check_interval
+        try:
+            measured = measure_skew(monitoring.clock_skew_url, self.settings.remote.timeout)
+        except OSError as exc:
+            event(self.log, logging.WARNING, "clock skew check failed", clock_skew_url=redact_url(
+                monitoring.clock_skew_url), error=str(exc), error_type=type(exc).__name__)
+            return
+        if measured is None:
+            event(self.log, logging.WARNING, "clock skew check: no usable Date header",
+                  clock_skew_url=redact_url(monitoring.clock_skew_url))
+            return
+        self.skew = measured
+        level = logging.WARNING if abs(measured.skew_ms) > monitoring.clock_skew_warn_threshold_ms else logging.INFO
+        event(self.log, level, "clock skew", skew_ms=round(measured.skew_ms), rtt_ms=round(measured.rtt_ms),
+              clock_skew_url=redact_url(monitoring.clock_skew_url), ingest_url=self.destination)
+
+    # -- health and self-metrics -----------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        stats = self.stats
+        up = self.uploader
+        collectors = [
+            CollectorState(m.settings.name, m.runs, m.failures, m.last_error,
+                           degraded=bool(getattr(m.collector, "degraded", False)),
+                           last_success_wall=m.last_success_wall)
+            for m in self.scheduled
+        ]
+        trusted = self.trust.trusted() if self.trust is not None else True
+        return Snapshot(
+            now_wall=self.clock.wall(), started_wall=self.started_wall, collectors=collectors,
+            upload_enabled=self.settings.remote.enabled, upload_interval=self.settings.remote.interval,
+            destination=self.destination, last_upload_wall=up.last_success_wall if up else None,
+            last_upload_error=up.last_error if up else None,
+            pending=stats.pending if stats else 0, oldest_pending_ms=stats.oldest_pending_ms if stats else None,
+            dead_letters=stats.dead_letters if stats else 0, db_bytes=stats.db_bytes if stats else 0,
+            wal_bytes=stats.wal_bytes if stats else 0,
+            dropped_unsent=self.housekeeping.dropped_unsent_total if self.housekeeping else 0,
+            held_samples=self.held_total, clock_trusted=trusted,
+            clock_reason=self.trust.reason if self.trust is not None else "not checked",
+            skew_ms=self.skew.skew_ms if self.skew else None,
+            skew_url=redact_url(self.settings.monitoring.clock_skew_url) if self.settings.monitoring.clock_skew_url
+            else None,
+            extra={"device_id": self.settings.device.id, "session_id": self.session_id, "version": __version__},
+        )
+
+    def health(self) -> dict[str, object]:
+        return evaluate(self.snapshot(), self.limits)
+
+    def alive(self) -> bool:
+        return self.collection_heartbeat.alive() and self.upload_heartbeat.alive()
+
+    def _metric_families(self) -> list[Family]:
+        per = [m for m in self.scheduled if m.settings.name != "agent.self_metrics"]
+        up, stats, house = self.uploader, self.stats, self.housekeeping
+        families = [
+            Family("collector.metrics_collected_total", "counter", "Samples produced, per collector.",
+                   [(make_labels(collector=m.settings.name), float(m.samples)) for m in per]),
+            Family("collector.metrics_failed_total", "counter", "Collection runs that failed, per collector.",
+                   [(make_labels(collector=m.settings.name), float(m.failures)) for m in per]),
+            Family("collector.collection_duration_seconds", "histogram", "Time one collection run took.",
+                   histograms=[(make_labels(collector=m.settings.name), m.duration) for m in per]),
+            Family("storage.metrics_pending_upload", "gauge", "Samples stored but not yet acknowledged.",
+                   [((), float(stats.pending if stats else 0))]),
+            Family("storage.database_size_bytes", "gauge", "Size of the SQLite database file.",
+                   [((), float(stats.db_bytes if stats else 0))]),
+            Family("storage.wal_size_bytes", "gauge", "Size of the SQLite write-ahead log.",
+                   [((), float(stats.wal_bytes if stats else 0))]),
+            Family("storage.dropped_samples_total", "counter",
+                   "Unsent samples deleted because storage.max_size was reached.",
+                   [((), float(house.dropped_unsent_total if house else 0))]),
+            Family("storage.held_samples", "gauge", "Samples held until the wall clock can be trusted.",
+                   [((), float(self.held_total))]),
+            Family("storage.restamped_samples_total", "counter", "Held samples re-stamped after a clock sync.",
+                   [((), float(self.restamped_total))]),
+        ]
+        if up is not None:
+            families += [
+                Family("uploader.metrics_uploaded_total", "counter", "Samples acknowledged by the destination.",
+                       [((), float(up.uploaded_total))]),
+                Family("uploader.upload_failures_total", "counter", "Upload attempts that failed.",
+                       [((), float(up.failures_total))]),
+                Family("uploader.partial_success_total", "counter", "Answers that accepted only part of a request.",
+                       [((), float(up.partial_total))]),
+                Family("uploader.dead_letters_total", "counter", "Samples moved to the dead-letter table.",
+                       [((), float(up.dead_total))]),
+                Family("uploader.bytes_sent_total", "counter", "Compressed request bytes sent.",
+                       [((), float(up.bytes_sent_total))]),
+                Family("uploader.upload_duration_seconds", "histogram", "Time one upload request took.",
+                       histograms=[((), up.duration)]),
+            ]
+        if self.skew is not None:
+            families.append(Family("time.skew_ms", "gauge",
+                                   "Reference clock minus local clock, in milliseconds.", [((), self.skew.skew_ms)]))
+        return families
+
+    # -- life ------------------------------------------------------------------------------
     def run(self) -> int:
         """Run until ``self.stop`` is set. Returns the process exit code."""
         remote = self.settings.remote
         queue = self._open_queue()
         try:
-            self.session_id = queue.start_session(read_boot_id(self.fs), int(self.clock.wall() * 1000),
-                                                  self.clock.monotonic())
+            self.session_id = queue.start_session(self.boot_id, int(self.clock.wall() * 1000), self.clock.monotonic())
+            if self.settings.monitoring.hold_untrusted_clock:
+                self.trust = ClockTrust(self.clock, newest_stored_ms=queue.newest_ts())
+            self.held_total = queue.held_count()
         finally:
             queue.close()
+        if self.settings.health.listen:
+            host, port = parse_listen(self.settings.health.listen)
+            self.health_server = HealthServer(host, port, document=self.health, live=self.alive,
+                                              metrics=self.self_metrics.exposition, log=get("health"))
+            self.health_server.start()
         event(self.log, logging.INFO, "starting", device_id=self.settings.device.id,
-              db=self.settings.storage.path, session_id=self.session_id,
+              db=self.settings.storage.path, session_id=self.session_id, boot_id=self.boot_id,
               metrics=",".join(f"{m.settings.name}@{m.settings.interval:g}s" for m in self.scheduled),
-              remote=f"{redact_url(remote.url)} ({remote.format})" if remote.enabled else "disabled")
+              remote=f"{self.destination} ({remote.format})" if remote.enabled else "disabled",
+              health=f"http://{self.settings.health.listen}/health" if self.settings.health.listen else "off")
         threads = [
             threading.Thread(target=self._collection_thread, name="collect", daemon=True),
             threading.Thread(target=self._upload_thread, name="upload", daemon=True),
         ]
         for thread in threads:
             thread.start()
-        while not self.stop.wait(0.5):
-            pass
+        notify("READY=1\nSTATUS=collecting")
+        period = watchdog_period()
+        next_ping = self.clock.monotonic()
+        while not self.stop.wait(min(0.5, period or 0.5)):
+            if period is not None and self.clock.monotonic() >= next_ping:
+                # Feed the watchdog only while both loops keep their promises.
+                if self.alive():
+                    notify("WATCHDOG=1")
+                    next_ping = self.clock.monotonic() + period
+                else:
+                    stalled = [h.name for h in (self.collection_heartbeat, self.upload_heartbeat) if not h.alive()]
+                    event(self.log, logging.ERROR, "loop stalled: not feeding the watchdog", loops=",".join(stalled))
+                    next_ping = self.clock.monotonic() + period
+        notify("STOPPING=1")
         for thread in threads:
             thread.join(timeout=2 * remote.shutdown_grace + remote.timeout + 5)
         for metric in self.scheduled:
             close = getattr(metric.collector, "close", None)
             if callable(close):
                 close()
+        if self.health_server is not None:
+            self.health_server.stop()
         event(self.log, logging.INFO, "stopped", errors=len(self.errors))
         return 1 if self.errors else 0

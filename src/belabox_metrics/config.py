@@ -69,6 +69,24 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    listen: str | None = "127.0.0.1:9469"   # None: no health server
+    degraded_threshold: int = 5_000         # pending samples
+    error_threshold: int = 10_000
+    upload_error_after: float = 600.0
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    self_metrics: bool = True
+    self_metrics_interval: float = 30.0
+    clock_skew_url: str | None = None
+    clock_skew_check_interval: float = 300.0
+    clock_skew_warn_threshold_ms: int = 2_000
+    hold_untrusted_clock: bool = True
+
+
+@dataclass(frozen=True)
 class HostSettings:
     proc_root: str = "/proc"
     sys_root: str = "/sys"
@@ -83,6 +101,8 @@ class Settings:
     host: HostSettings
     metrics: tuple[MetricSettings, ...]
     source: str = "<memory>"
+    health: HealthSettings = field(default_factory=HealthSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
 
     @property
     def enabled_metrics(self) -> tuple[MetricSettings, ...]:
@@ -170,6 +190,8 @@ def _parse_root(root: Reader, source: str, base_dir: str) -> Settings:
     )
     host_r.finish()
 
+    health = _parse_health(root.section("health"))
+    monitoring = _parse_monitoring(root.section("monitoring"))
     metrics = tuple(root.items("metrics", _parse_metric))
     seen: dict[str, int] = {}
     for index, metric in enumerate(metrics):
@@ -181,7 +203,58 @@ def _parse_root(root: Reader, source: str, base_dir: str) -> Settings:
     if not any(m.enabled for m in metrics):
         raise ConfigError("metrics", "no metric is enabled",
                           "set `enabled: true` on at least one entry")
-    return Settings(device, storage, remote, logging_settings, host, metrics, source)
+    return Settings(device, storage, remote, logging_settings, host, metrics, source, health, monitoring)
+
+
+def _parse_health(reader: Reader) -> HealthSettings:
+    listen = reader.string("listen", "127.0.0.1:9469", example="127.0.0.1:9469")
+    if listen in ("off", "none", "disabled"):
+        listen = None
+    else:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            reader.fail("listen", str(exc), "write HOST:PORT like 127.0.0.1:9469, or `off`")
+    health = HealthSettings(
+        listen=listen,
+        degraded_threshold=reader.integer("degraded_threshold", 5_000, minimum=1),
+        error_threshold=reader.integer("error_threshold", 10_000, minimum=1),
+        upload_error_after=reader.duration("upload_error_after", 600.0, minimum=1),
+    )
+    if health.error_threshold < health.degraded_threshold:
+        reader.fail("error_threshold", "is below degraded_threshold", "make error_threshold >= degraded_threshold")
+    reader.finish()
+    return health
+
+
+def _parse_monitoring(reader: Reader) -> MonitoringSettings:
+    url = reader.string("clock_skew_url", None, example="https://time.example.org/")
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            reader.fail("clock_skew_url", f"{url!r} is not an http:// or https:// URL",
+                        "use a URL whose server sends a correct Date header (not the ingest URL)")
+    monitoring = MonitoringSettings(
+        self_metrics=reader.boolean("self_metrics", True),
+        self_metrics_interval=reader.duration("self_metrics_interval", 30.0, minimum=1),
+        clock_skew_url=url,
+        clock_skew_check_interval=reader.duration("clock_skew_check_interval", 300.0, minimum=1),
+        clock_skew_warn_threshold_ms=reader.integer("clock_skew_warn_threshold_ms", 2_000, minimum=1),
+        hold_untrusted_clock=reader.boolean("hold_untrusted_clock", True),
+    )
+    reader.finish()
+    return monitoring
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9469' or '[::1]:9469' -> (host, port)."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
 
 
 def _parse_remote(reader: Reader) -> RemoteSettings:

@@ -138,15 +138,8 @@ class SampleQueue:
     # -- append ----------------------------------------------------------------------
     def append(self, samples: Iterable[Sample]) -> int:
         """Store samples in one fsync'd transaction; returns how many were new."""
-        rows: list[tuple[int, int, object]] = []
         with transaction(self.conn):
-            for s in samples:
-                if s.value is None:
-                    sid = self._series_id(s.name, encode_labels(s.labels), TEXT)
-                    rows.append((s.timestamp_ms, sid, s.text))
-                else:
-                    sid = self._series_id(s.name, encode_labels(s.labels), NUMERIC)
-                    rows.append((s.timestamp_ms, sid, s.value))
+            rows = self._rows_for(samples)
             if not rows:
                 return 0
             before = self.conn.total_changes
@@ -173,6 +166,47 @@ class SampleQueue:
             self.conn.executemany(
                 "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)", late
             )
+
+    def _rows_for(self, samples: Iterable[Sample]) -> list[tuple[int, int, object]]:
+        rows: list[tuple[int, int, object]] = []
+        for s in samples:
+            if s.value is None:
+                rows.append((s.timestamp_ms, self._series_id(s.name, encode_labels(s.labels), TEXT), s.text))
+            else:
+                rows.append((s.timestamp_ms, self._series_id(s.name, encode_labels(s.labels), NUMERIC), s.value))
+        return rows
+
+    # -- samples stamped by an untrusted clock ---------------------------------------
+    def hold(self, samples: Iterable[Sample], boot_id: str, wall_minus_monotonic_ms: int) -> int:
+        """Keep samples whose wall-clock stamp cannot be trusted, with their monotonic time."""
+        with transaction(self.conn):
+            rows = [(boot_id, ts - wall_minus_monotonic_ms, sid, value, ts)
+                    for ts, sid, value in self._rows_for(samples)]
+            before = self.conn.total_changes
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO held_samples (boot_id, monotonic_ms, series_id, value, wall_ms) "
+                "VALUES (?, ?, ?, ?, ?)", rows)
+            return self.conn.total_changes - before
+
+    def release_held(self, boot_id: str, wall_minus_monotonic_ms: int) -> int:
+        """Re-stamp this boot's held samples from monotonic time (now that the wall clock is
+        trusted) and store them as ordinary samples. Returns how many."""
+        with transaction(self.conn):
+            rows = [(mono + wall_minus_monotonic_ms, sid, value) for mono, sid, value in self.conn.execute(
+                "SELECT monotonic_ms, series_id, value FROM held_samples WHERE boot_id = ?", (boot_id,))]
+            if not rows:
+                return 0
+            self.conn.executemany("INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)", rows)
+            self._record_late_on_append(rows)
+            self.conn.execute("DELETE FROM held_samples WHERE boot_id = ?", (boot_id,))
+        return len(rows)
+
+    def held_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM held_samples").fetchone()[0])
+
+    def newest_ts(self) -> int | None:
+        row = self.conn.execute("SELECT MAX(ts) FROM samples").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
 
     # -- upload state ----------------------------------------------------------------
     def _states(self) -> dict[str, UploadState]:

@@ -142,6 +142,23 @@ MIGRATIONS = (
         ),
         run=_v2_move_data,
     ),
+    Migration(
+        3,
+        "held samples: stamped while the wall clock could not be trusted",
+        (
+            # Kept with what re-stamping needs: the boot they belong to and the monotonic
+            # clock (CLOCK_MONOTONIC, ms) at collection. Moved into `samples` with a real
+            # timestamp once the clock is trusted again in the same boot.
+            """CREATE TABLE held_samples (
+                boot_id TEXT NOT NULL,
+                monotonic_ms INTEGER NOT NULL,
+                series_id INTEGER NOT NULL,
+                value,
+                wall_ms INTEGER NOT NULL,      -- what the untrusted clock said
+                PRIMARY KEY (boot_id, monotonic_ms, series_id)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from belabox_metrics.clock import Clock
 from belabox_metrics.logs import event, redact_url
 from belabox_metrics.model import Sample
+from belabox_metrics.sdnotify import Heartbeat
+from belabox_metrics.selfmetrics import Histogram
 from belabox_metrics.store.queue import Claim, Row, SampleQueue
 from belabox_metrics.upload.backoff import backoff_delay, parse_retry_after
 from belabox_metrics.upload.encode import WireFormat, gzip_bytes
@@ -107,7 +109,8 @@ class Uploader:
     def __init__(self, queue: SampleQueue, transport: Transport, *, url: str, fmt: WireFormat,
                  clock: Clock, log: logging.Logger, policy: UploadPolicy | None = None,
                  headers: dict[str, str] | None = None, stop: threading.Event | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, heartbeat: Heartbeat | None = None,
+                 timeout: float = 10.0) -> None:
         self.queue = queue
         self.transport = transport
         self.url = url
@@ -119,6 +122,9 @@ class Uploader:
         self.extra_headers = headers or {}
         self.stop = stop or threading.Event()
         self.rng = rng or random.Random()
+        self.heartbeat = heartbeat
+        self.timeout = timeout
+        self.duration = Histogram()
         # Counters for health and self-metrics.
         self.uploaded_total = 0
         self.failures_total = 0
@@ -234,12 +240,16 @@ class Uploader:
             retry_after: float | None = None
             self.requests_total += 1
             self.bytes_sent_total += len(body)
+            if self.heartbeat is not None:
+                # A connect plus a response read may each take the full timeout.
+                self.heartbeat.beat(2 * self.timeout + 10)
             try:
                 response = self.transport.post(self.url, body, headers)
             except TransportError as exc:
                 error, error_type = f"no answer: {exc}", "transport"
             else:
                 self.last_status = response.status
+                self.duration.observe(time.perf_counter() - started)
                 fields.update(http_status=response.status, bytes_rcvd=len(response.body),
                               duration_ms=round((time.perf_counter() - started) * 1000, 1))
                 if 200 <= response.status < 300:
@@ -268,6 +278,8 @@ class Uploader:
                 return None, error
             event(self.log, logging.INFO, "retrying upload", batch_id=batch_id, attempt=attempt,
                   backoff_ms=round(delay * 1000), retry_after=retry_after is not None)
+            if self.heartbeat is not None:
+                self.heartbeat.beat(delay + 10)
             # During the shutdown flush (deadline set) stop is already set: sleep anyway.
             if self.clock.wait(delay, self.stop if deadline is None else _NEVER) and deadline is None:
                 return None, error

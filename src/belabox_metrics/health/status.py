@@ -1,0 +1,144 @@
+"""Graduated health, as a pure function of a snapshot of the agent (tested with an injected
+clock, no threads, no HTTP).
+
+ok        every collector healthy, uploads keep up, pending below the degraded threshold
+degraded  at least one collector failing; or no successful upload for more than 2× the
+          upload interval while samples are pending; or pending >= the degraded threshold;
+          or the clock is untrusted (samples held) or skewed beyond the warning threshold
+error     every collector failing; or no successful upload for more than ``upload_error_after``
+          (10 min) while more than the error threshold (10,000) samples are pending
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+OK, DEGRADED, ERROR = "ok", "degraded", "error"
+_RANK = {OK: 0, DEGRADED: 1, ERROR: 2}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    pending_degraded: int = 5_000
+    pending_error: int = 10_000
+    upload_stale_factor: float = 2.0
+    upload_error_after: float = 600.0
+    skew_warn_ms: float = 2_000.0
+
+
+@dataclass(frozen=True)
+class CollectorState:
+    name: str
+    runs: int
+    failures: int
+    last_error: str | None
+    degraded: bool = False          # partly failing (e.g. one SRT source of several)
+    last_success_wall: float | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    now_wall: float
+    started_wall: float
+    collectors: Sequence[CollectorState]
+    upload_enabled: bool
+    upload_interval: float
+    destination: str
+    last_upload_wall: float | None
+    last_upload_error: str | None
+    pending: int
+    oldest_pending_ms: int | None
+    dead_letters: int
+    db_bytes: int
+    wal_bytes: int
+    dropped_unsent: int
+    held_samples: int
+    clock_trusted: bool
+    clock_reason: str
+    skew_ms: float | None
+    skew_url: str | None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def rfc3339(wall: float | None) -> str | None:
+    if wall is None:
+        return None
+    stamp = datetime.fromtimestamp(wall, tz=timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def worst(*statuses: str) -> str:
+    return max(statuses, key=lambda s: _RANK[s]) if statuses else OK
+
+
+def collector_status(state: CollectorState) -> str:
+    if state.runs and state.last_error is not None:
+        return ERROR
+    if state.degraded:
+        return DEGRADED
+    return OK
+
+
+def evaluate(snap: Snapshot, limits: Thresholds) -> dict[str, object]:
+    """The /health document. ``status`` is the worst of the components'."""
+    collectors = {c.name: {"status": collector_status(c), "runs": c.runs, "failures": c.failures,
+                           "last_error": c.last_error, "last_success": rfc3339(c.last_success_wall)}
+                  for c in snap.collectors}
+    failing = [c for c in snap.collectors if c.runs and c.last_error is not None]
+    if snap.collectors and len(failing) == len(snap.collectors):
+        collectors_status, collectors_reason = ERROR, "every collector is failing"
+    elif failing:
+        collectors_status, collectors_reason = DEGRADED, f"{len(failing)} collector(s) failing: " + ", ".join(
+            c.name for c in failing)
+    elif any(c.degraded for c in snap.collectors):
+        collectors_status, collectors_reason = DEGRADED, "a collector is partly failing"
+    else:
+        collectors_status, collectors_reason = OK, "all collectors healthy"
+
+    upload_status, upload_reason = OK, "uploads keep up"
+    since = snap.now_wall - (snap.last_upload_wall or snap.started_wall)
+    if not snap.upload_enabled:
+        upload_reason = "remote upload disabled"
+    elif snap.pending > 0:
+        stale = since > limits.upload_stale_factor * snap.upload_interval
+        if since > limits.upload_error_after and snap.pending > limits.pending_error:
+            upload_status = ERROR
+            upload_reason = f"no upload for {since:.0f}s with {snap.pending} samples pending"
+        elif stale:
+            upload_status = DEGRADED
+            upload_reason = f"no successful upload for {since:.0f}s"
+        if snap.pending >= limits.pending_degraded:
+            upload_status = worst(upload_status, DEGRADED)
+            if upload_status == DEGRADED and not stale:
+                upload_reason = f"{snap.pending} samples pending"
+
+    time_status, time_reason = OK, snap.clock_reason
+    if not snap.clock_trusted:
+        time_status, time_reason = DEGRADED, f"clock not trusted: {snap.clock_reason}; samples held"
+    elif snap.skew_ms is not None and abs(snap.skew_ms) > limits.skew_warn_ms:
+        time_status, time_reason = DEGRADED, f"clock off by {snap.skew_ms:.0f} ms"
+
+    storage_status = DEGRADED if snap.dropped_unsent else OK
+    overall = worst(collectors_status, upload_status, time_status, storage_status)
+    return {
+        "status": overall,
+        "timestamp": rfc3339(snap.now_wall),
+        "started": rfc3339(snap.started_wall),
+        "components": {
+            "collectors": {"status": collectors_status, "reason": collectors_reason, "collectors": collectors},
+            "uploader": {
+                "status": upload_status, "reason": upload_reason, "enabled": snap.upload_enabled,
+                "destination": snap.destination, "last_success": rfc3339(snap.last_upload_wall),
+                "last_error": snap.last_upload_error, "pending": snap.pending,
+                "oldest_pending": rfc3339(snap.oldest_pending_ms / 1000) if snap.oldest_pending_ms else None,
+                "dead_letters": snap.dead_letters,
+            },
+            "storage": {"status": storage_status, "db_bytes": snap.db_bytes, "wal_bytes": snap.wal_bytes,
+                        "dropped_unsent": snap.dropped_unsent, "held_samples": snap.held_samples},
+            "time": {"status": time_status, "reason": time_reason, "trusted": snap.clock_trusted,
+                     "skew_ms": snap.skew_ms, "skew_url": snap.skew_url},
+        },
+        **snap.extra,
+    }
