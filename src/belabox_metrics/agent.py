@@ -80,6 +80,8 @@ class CollectionLoop:
     heartbeat: Heartbeat | None = None
     # Wake at least this often, so the watchdog sees the loop alive between long intervals.
     max_sleep: float = 5.0
+    # How long one round of collectors may take before the loop counts as hung.
+    run_budget: float = 60.0
 
     def run(self, stop: threading.Event, max_rounds: int | None = None) -> None:
         rounds = 0
@@ -98,7 +100,7 @@ class CollectionLoop:
             rounds += 1
             if self.heartbeat is not None:
                 # Collectors have their own timeouts (SRT sources: a few seconds each).
-                self.heartbeat.beat(60)
+                self.heartbeat.beat(self.run_budget)
             self.run_due(due)
 
     def run_due(self, due: Sequence[ScheduledMetric]) -> None:
@@ -257,6 +259,8 @@ class Agent:
                 MetricSettings("agent.self_metrics", settings.monitoring.self_metrics_interval),
                 SelfMetricsCollector(self.self_metrics), due=start + settings.monitoring.self_metrics_interval))
         self.collection_heartbeat = Heartbeat("collection", self.clock)
+        # How long one round of collectors may take before the loop counts as hung.
+        self.collect_run_budget = 60.0
         self.upload_heartbeat = Heartbeat("upload", self.clock)
         self.destination = redact_url(remote.url)
         self.trust: ClockTrust | None = None
@@ -302,7 +306,8 @@ class Agent:
         queue = self._open_queue()
         try:
             self.collection = CollectionLoop(self.scheduled, lambda samples: self._store(queue, samples), self.clock,
-                                             get("collect"), heartbeat=self.collection_heartbeat)
+                                             get("collect"), heartbeat=self.collection_heartbeat,
+                                             run_budget=self.collect_run_budget)
             self.collection.run(self.stop)
         except BaseException as exc:
             self.errors.append(exc)
