@@ -1,0 +1,80 @@
+"""Retention, the disk cap and WAL checkpoints, with an injected clock."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from belabox_metrics.agent import Housekeeping
+from belabox_metrics.clock import FakeClock
+from belabox_metrics.config import parse_config
+from belabox_metrics.model import Sample, make_labels
+from belabox_metrics.store.queue import SampleQueue
+
+NOW = 1_795_000_000.0
+
+
+def setup(tmp_path: Path, storage: str = "") -> tuple[Housekeeping, SampleQueue, FakeClock]:
+    settings = parse_config(f"""
+device: {{id: h}}
+storage: {{path: {tmp_path / 'm.db'}, retention: 1h, wal_checkpoint_interval: 1h, wal_checkpoint_size: 1MiB {storage}}}
+remote: {{url: "http://127.0.0.1:9/api"}}
+metrics: [{{name: srt.packet_loss, mock: true}}]
+""")
+    queue = SampleQueue.open(settings.storage.path)
+    clock = FakeClock(wall=NOW, monotonic=50.0)
+    house = Housekeeping(queue, settings, ["http://127.0.0.1:9/api"], clock, logging.getLogger("t"))
+    return house, queue, clock
+
+
+def wal_size(path: Path) -> int:
+    wal = Path(str(path) + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_checkpoint_on_size_and_interval_truncates_the_wal(tmp_path: Path) -> None:
+    house, queue, clock = setup(tmp_path)
+    queue.append([Sample("x", float(i), int(NOW * 1000) + i, make_labels(k=str(i % 97))) for i in range(60_000)])
+    assert wal_size(tmp_path / "m.db") > 1024 * 1024
+    house.run()  # WAL over wal_checkpoint_size: checkpoint now, not in an hour
+    assert house.checkpoints == 1 and wal_size(tmp_path / "m.db") == 0
+    queue.append([Sample("y", 1.0, int(NOW * 1000))])
+    house.run()
+    assert house.checkpoints == 1  # small WAL, interval not reached
+    clock.advance(3601)
+    house.run()
+    assert house.checkpoints == 2 and wal_size(tmp_path / "m.db") == 0
+
+
+def test_final_run_checkpoints_on_shutdown(tmp_path: Path) -> None:
+    house, queue, _ = setup(tmp_path)
+    queue.append([Sample("y", 1.0, int(NOW * 1000))])
+    assert wal_size(tmp_path / "m.db") > 0
+    house.run(final=True)
+    assert house.checkpoints == 1 and wal_size(tmp_path / "m.db") == 0
+
+
+def test_retention_removes_only_old_acknowledged_samples(tmp_path: Path) -> None:
+    house, queue, clock = setup(tmp_path)
+    old = int((NOW - 7200) * 1000)
+    queue.append([Sample("x", float(i), old + i) for i in range(10)])
+    queue.append([Sample("x", 99.0, int(NOW * 1000))])
+    house.run()
+    assert queue.count() == 11  # nothing acknowledged yet: nothing deleted
+    claim = queue.next_batch("http://127.0.0.1:9/api", 5, newest_first=False)
+    assert claim is not None
+    queue.ack("http://127.0.0.1:9/api", claim)
+    clock.advance(61)
+    house.run()
+    assert queue.count() == 6 and house.pruned_total == 5
+
+
+def test_disk_cap_is_enforced_while_offline_and_counted(tmp_path: Path) -> None:
+    house, queue, _ = setup(tmp_path, ", max_size: 1MiB")
+    queue.append([Sample("x", float(i), int(NOW * 1000) + i, make_labels(k=str(i % 97))) for i in range(80_000)])
+    assert queue.used_bytes() > 1024 * 1024
+    house.run()
+    assert queue.used_bytes() <= 1024 * 1024
+    assert house.dropped_unsent_total == 80_000 - queue.count() > 0
+    assert os.path.getsize(tmp_path / "m.db") > 0
