@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--metric", default=None, help="only this metric name, e.g. cpu.temperature")
     query.add_argument("--last", type=int, default=20, help="how many samples (default 20)")
 
+    status = sub.add_parser("status", help="at a glance: health, backlog, last upload, last value of each metric")
+    status.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    status.add_argument("--window", default="10m", help="show metrics seen within this window (default 10m)")
+
     verify = sub.add_parser("verify", help="check that what was recorded as sent is in VictoriaMetrics, once")
     verify.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     verify.add_argument("--since", default="1h", help="how far back to check, e.g. 30m, 6h, 2d (default 1h)")
@@ -64,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `metrics-collector query | head`: the reader left; not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "run"
     config_path = args.config or DEFAULT_CONFIG_PATH
@@ -80,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(settings)
     if command == "query":
         return query(settings, args.metric, args.last)
+    if command == "status":
+        from belabox_metrics.cli.status import status
+
+        return status(settings, args.window)
     if command == "verify":
         return verify(settings, args.since, args.settle)
     return run(settings)

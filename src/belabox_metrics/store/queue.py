@@ -406,6 +406,14 @@ class SampleQueue:
             out.append((row, destination is not None and state.is_sent(row.key) and row.key not in late))
         return out
 
+    def latest_per_series(self, since_ms: int) -> list[Row]:
+        """The newest sample of every series seen since ``since_ms`` (one range scan)."""
+        rows = self.conn.execute(
+            "SELECT MAX(ts), series_id, value FROM samples WHERE ts >= ? GROUP BY series_id", (since_ms,)
+        ).fetchall()
+        return sorted((self._row(ts, sid, value) for ts, sid, value in rows),
+                      key=lambda r: (r.sample.name, r.sample.labels))
+
     def all(self) -> list[Row]:
         return [self._row(*r) for r in self.conn.execute("SELECT ts, series_id, value FROM samples ORDER BY ts, series_id")]
 
