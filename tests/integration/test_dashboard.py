@@ -37,7 +37,7 @@ class MediaMtx(http.server.ThreadingHTTPServer):
 
 
 class MediaMtxHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         server: MediaMtx = self.server  # type: ignore[assignment]
         server.polls += 1
         payload = copy.deepcopy(json.loads(MEDIAMTX.read_text()))
