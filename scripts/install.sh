@@ -12,11 +12,15 @@
 #   --bundle DIR|TGZ     the bundle to install (default: the directory holding this script)
 #   --rollback           point "current" back at the previous venv and restart
 #   --settle-seconds N   how long the new service must stay active (default 5)
+#   --token-file PATH    install the bearer token in PATH as /etc/belabox-metrics/api-token
+#                        (0600, owned by metrics; set remote.token_file to use it). Read from a
+#                        file so the token never shows in the process list or shell history.
 #
 # Layout: /opt/belabox-metrics/venvs/<version>-<timestamp>/  one venv per install (the last 2 kept)
 #         /opt/belabox-metrics/current -> venvs/...           the running one (switched atomically)
 #         /opt/belabox-metrics/previous -> venvs/...          the rollback target
 #         /etc/belabox-metrics/config.yaml                    installed only if absent (0640 root:metrics)
+#         /etc/belabox-metrics/api-token                      with --token-file (0600 metrics:metrics)
 #         /var/lib/belabox-metrics/                           the agent's data (0750 metrics:metrics)
 #         /etc/systemd/system/metrics-collector.service
 # Installing needs no network: pip installs from the bundle's wheels/ with --no-index.
@@ -38,6 +42,7 @@ PYTHON_BIN="python3"
 BUNDLE=""
 ROLLBACK=0
 SETTLE_SECONDS=5
+TOKEN_SOURCE=""
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -51,6 +56,8 @@ while [[ $# -gt 0 ]]; do
         --rollback) ROLLBACK=1; shift ;;
         --settle-seconds) [[ $# -ge 2 ]] || die "--settle-seconds needs a number"; SETTLE_SECONDS="$2"; shift 2 ;;
         --settle-seconds=*) SETTLE_SECONDS="${1#*=}"; shift ;;
+        --token-file) [[ $# -ge 2 ]] || die "--token-file needs a path"; TOKEN_SOURCE="$2"; shift 2 ;;
+        --token-file=*) TOKEN_SOURCE="${1#*=}"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
@@ -328,6 +335,19 @@ else
     mv -f "$CONFIG.tmp.$$" "$CONFIG"
     config_action="installed from the bundle (edit it, then: systemctl restart $SERVICE)"
 fi
+token_action="none (no --token-file)"
+if [[ -n "$TOKEN_SOURCE" ]]; then
+    [[ -s "$TOKEN_SOURCE" ]] || die "--token-file $TOKEN_SOURCE is missing or empty"
+    TOKEN_FILE="$ETC_DIR/api-token"
+    # umask first: the token is never readable by others, not even for an instant.
+    (umask 077 && tr -d '\r\n' < "$TOKEN_SOURCE" > "$TOKEN_FILE.tmp.$$")
+    chmod 0600 "$TOKEN_FILE.tmp.$$"
+    [[ $NO_SYSTEMCTL -eq 1 ]] || chown "$SERVICE_USER:$SERVICE_USER" "$TOKEN_FILE.tmp.$$"
+    mv -f "$TOKEN_FILE.tmp.$$" "$TOKEN_FILE"
+    token_action="installed as $TOKEN_FILE (0600); set remote.token_file to it"
+elif [[ -e "$ETC_DIR/api-token" ]]; then
+    token_action="kept $ETC_DIR/api-token"
+fi
 # The new version's example sits next to it, to diff against after an upgrade.
 install -m 0640 "$BUNDLE/config.yaml" "$CONFIG.example"
 [[ $NO_SYSTEMCTL -eq 1 ]] || chown "root:$SERVICE_USER" "$CONFIG.example"
@@ -374,6 +394,7 @@ printf '  %-10s %s\n' \
     "previous" "${old_target:+$PREVIOUS -> $old_target}${old_target:-none (first install)}" \
     "pruned" "${pruned[*]:-nothing}" \
     "config" "$CONFIG: $config_action" \
+    "token" "$token_action" \
     "data" "$DATA_DIR" \
     "unit" "$UNIT" \
     "service" "$service_state"

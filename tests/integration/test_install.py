@@ -370,3 +370,24 @@ def test_build_fails_naming_a_dependency_without_an_aarch64_wheel(tmp_path: Path
     assert proc.returncode != 0, output(proc)
     assert "no binary wheel for 'docopt==0.6.2'" in proc.stderr, output(proc)
     assert not list((tmp_path / "dist").glob("*.tar.gz"))
+
+
+def test_token_file_is_installed_0600_kept_on_upgrade_and_checked_by_the_agent(host_bundle: Path,
+                                                                             tmp_path: Path) -> None:
+    from belabox_metrics.secrets import read_secret_file
+    from belabox_metrics.validation import ConfigError
+
+    source = tmp_path / "token.txt"
+    source.write_text("device-token-0123456789\n")
+    root = tmp_path / "root"
+    proc = install(host_bundle, root, "--token-file", str(source))
+    token = root / "etc" / "belabox-metrics" / "api-token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert token.read_text() == "device-token-0123456789"
+    assert "device-token-0123456789" not in proc.stdout + proc.stderr
+    assert read_secret_file(str(token), "remote.token_file") == "device-token-0123456789"
+    upgrade = install(host_bundle, root)
+    assert "kept" in upgrade.stdout and token.read_text() == "device-token-0123456789"
+    token.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        read_secret_file(str(token), "remote.token_file")
