@@ -243,6 +243,10 @@ def run(settings: Settings, stop_after: float | None = None) -> int:
         return EXIT_FAILURE
     try:
         try:
+            # A corrupt file would fail every start (a crash loop): move it aside, start fresh.
+            from belabox_metrics.store.recovery import quarantine_if_corrupt
+
+            quarantine_if_corrupt(settings.storage.path, logs.get("storage"))
             SampleQueue.open(settings.storage.path).close()
         except (SchemaError, sqlite3.Error, OSError) as exc:
             print(f"metrics-collector: cannot open database {settings.storage.path}: {exc}",
