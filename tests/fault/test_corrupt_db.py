@@ -1,0 +1,143 @@
+"""A corrupt database at start: the real agent (subprocess) moves it aside with a UTC
+timestamp, creates a fresh one, logs one ERROR naming both paths, keeps running and exits 0
+on SIGTERM; the next start finds nothing wrong (no crash loop, no second quarantine)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from belabox_metrics.model import Sample
+from belabox_metrics.store.queue import SampleQueue
+from belabox_metrics.store.recovery import diagnose, quarantine_if_corrupt, quarantine_name
+from tests.fault.support import agent_config, start_agent, stop_agent
+from tests.helpers import free_port
+
+DEVICE = "corrupt-box"
+
+
+def agent_db(path: Path, count: int = 5000) -> None:
+    queue = SampleQueue.open(str(path))
+    queue.append([Sample("x", float(i), 1_790_000_000_000 + i) for i in range(count)])
+    queue.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    queue.close()
+
+
+def truncated(db: Path) -> None:
+    agent_db(db)
+    with db.open("r+b") as handle:
+        handle.truncate(db.stat().st_size // 2)
+
+
+def garbage_header(db: Path) -> None:
+    agent_db(db)
+    with db.open("r+b") as handle:
+        handle.write(os.urandom(100))
+
+
+def foreign_wal(db: Path) -> None:
+    """Our database plus the uncheckpointed -wal of another application's database
+    (a restore that mixed files): SQLite replays it, the result is the other's schema."""
+    agent_db(db)
+    other = db.parent / "other.db"
+    conn = sqlite3.connect(str(other), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, data BLOB)")
+    conn.executemany("INSERT INTO photos (data) VALUES (?)", [(b"x" * 200,) for _ in range(500)])
+    shutil.copy(str(other) + "-wal", str(db) + "-wal")  # copied while the other is open
+    conn.close()
+
+
+def orphan_wal(db: Path) -> None:
+    """A -wal whose database is gone: SQLite would replay it into the fresh database."""
+    foreign_wal(db)
+    db.unlink()
+
+
+KINDS: dict[str, Callable[[Path], None]] = {
+    "truncated": truncated, "garbage_header": garbage_header, "foreign_wal": foreign_wal,
+    "orphan_wal": orphan_wal,
+}
+
+
+def log_lines(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_agent_moves_a_corrupt_database_aside_and_starts_fresh(tmp_path: Path, kind: str) -> None:
+    db = tmp_path / "agent.db"
+    KINDS[kind](db)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("agent.db*") if p.is_file()}
+    config = agent_config(tmp_path, f"http://127.0.0.1:{free_port()}/api/v1/import", device=DEVICE, db=db)
+    log = tmp_path / "agent.log"
+    for _ in range(2):  # the second start must find nothing wrong
+        agent = start_agent(config, log)
+        time.sleep(1.0)
+        assert agent.poll() is None, log.read_text()[-2000:]
+        assert stop_agent(agent) == 0, log.read_text()[-2000:]
+    errors = [e for e in log_lines(log) if str(e.get("level")).lower() == "error"]
+    assert len(errors) == 1, errors
+    error = errors[0]
+    aside = Path(str(error["moved_to"]))
+    assert error["db"] == str(db) and aside.name.startswith("agent.db.corrupt-")
+    assert str(db) in json.dumps(error) and str(aside) in json.dumps(error)
+    stamp = aside.name.removeprefix("agent.db.corrupt-")
+    assert time.strptime(stamp, "%Y%m%dT%H%M%SZ")
+    # The evidence is kept byte for byte, each file under the new name with its suffix.
+    for name, content in before.items():
+        if name.startswith("agent.db") and name != "agent.db.lock":
+            moved = Path(str(aside) + name.removeprefix("agent.db"))
+            assert moved.read_bytes() == content, name
+    # The fresh database works: the agent stored samples in it, and it is sound.
+    queue = SampleQueue.open(str(db))
+    try:
+        assert queue.count() > 0
+        assert queue.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert not any(r.sample.name == "x" for r in queue.all())  # nothing replayed from the bad files
+    finally:
+        queue.close()
+
+
+def test_a_sound_database_is_left_alone(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    agent_db(db, 100)
+    assert diagnose(str(db)) is None
+    assert quarantine_if_corrupt(str(db), logging.getLogger("t")) is None
+    assert sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name) == []
+    db.write_bytes(b"")  # SQLite's own empty database: nothing wrong with it
+    assert diagnose(str(db)) is None
+    assert diagnose(str(tmp_path / "absent.db")) is None
+
+
+def test_a_check_out_of_time_never_moves_a_file(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    agent_db(db, 50_000)
+    assert diagnose(str(db), budget_s=-1.0) is None  # interrupted at once: benefit of the doubt
+
+
+def test_quarantine_names_never_overwrite_evidence(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    first = quarantine_name(str(db), 1_790_000_000.0)
+    assert first.endswith("agent.db.corrupt-20260921T141320Z")
+    Path(first + "-wal").write_bytes(b"x")
+    assert quarantine_name(str(db), 1_790_000_000.0) == first + "-1"
+
+
+def test_quarantine_logs_one_error_naming_both_paths(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "agent.db"
+    garbage_header(db)
+    with caplog.at_level(logging.ERROR):
+        moved = quarantine_if_corrupt(str(db), logging.getLogger("storage"), now=1_790_000_000.0)
+    assert moved is not None and moved.problem == "file is not a database"
+    assert not db.exists() and Path(moved.moved_to).exists()
+    assert len(caplog.records) == 1
