@@ -26,7 +26,8 @@ from belabox_metrics.upload.encode import promql_name
 from tests.helpers import REPO_ROOT, cli
 from tests.vm import VictoriaMetrics
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+# The repository first (tests.* for helpers), then whatever the caller set (a checkout's src/).
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
 Key = tuple[str, tuple[tuple[str, str], ...], int]
 # The agent's self-metrics (selfmetrics.py families), as VM names them: they are stored and
 # sent like any sample but are not counted in collector_metrics_collected_total.
