@@ -86,6 +86,9 @@ def test_aarch64_bundle_installs_offline_and_the_agent_runs_under_qemu(
     venv = work / "root" / "opt" / "belabox-metrics" / "current"
     assert doc["package"].startswith(doc["prefix"] + "/") and Path(doc["prefix"]).resolve() == venv.resolve(), doc
     assert doc["libyaml"] is True, doc
+    # The venv's base interpreter is the sysroot's arm64 python3.11.
+    cfg = dict(line.split(" = ", 1) for line in (venv / "pyvenv.cfg").read_text().splitlines() if " = " in line)
+    assert Path(doc["base_prefix"]) == Path(cfg["home"]).parent and (Path(cfg["home"]) / "python3.11").is_file(), cfg
     extensions = [p.name for p in (venv / "lib" / "python3.11" / "site-packages" / "yaml").glob("_yaml*.so")]
     assert extensions and all("aarch64" in name for name in extensions), extensions
     if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], check=False).returncode == 0:
