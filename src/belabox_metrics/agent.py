@@ -31,9 +31,14 @@ from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector
 from belabox_metrics.store.queue import QueueStats, SampleQueue
 from belabox_metrics.timesync import ClockTrust, SkewMeasurement, measure_skew
+from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import wire_format
 from belabox_metrics.upload.transport import HttpTransport, Transport
 from belabox_metrics.upload.uploader import Uploader, UploadPolicy
+
+# Samples that say a stream is up and sending: the uplink then belongs to the video.
+LIVE_SIGNALS = frozenset({"belabox.streaming_live", "srt.stream_connected", "srt.send_rate_bits_per_second",
+                          "srt.receive_rate_bits_per_second"})
 
 # Samples that could not be stored (disk full, database locked) are kept in memory and
 # retried, up to this many; beyond it the oldest are dropped and counted.
@@ -263,6 +268,11 @@ class Agent:
         self.collect_run_budget = 60.0
         self.upload_heartbeat = Heartbeat("upload", self.clock)
         self.destination = redact_url(remote.url)
+        # Known from the SRT/BELABOX collectors: a stream is up and sending.
+        self.stream_live_until: float | None = None
+        self.budget: TokenBucket | None = None
+        if remote.bandwidth.max_bytes_per_second > 0:
+            self.budget = TokenBucket(self.clock, remote.bandwidth, live=self.stream_live)
         self.trust: ClockTrust | None = None
         self.held_total = 0
         self.restamped_total = 0
@@ -283,9 +293,20 @@ class Agent:
         return SampleQueue.open(self.settings.storage.path)
 
     # -- collection --------------------------------------------------------------------
+    def stream_live(self) -> bool:
+        return self.stream_live_until is not None and self.clock.monotonic() < self.stream_live_until
+
+    def _watch_stream(self, samples: list[Sample]) -> None:
+        for sample in samples:
+            if sample.name in LIVE_SIGNALS and sample.value is not None and sample.value > 0:
+                # Live until the collectors stop saying so for a while (they poll every few s).
+                self.stream_live_until = self.clock.monotonic() + self.settings.remote.bandwidth.live_hold
+                return
+
     def _store(self, queue: SampleQueue, samples: list[Sample]) -> int:
         """Append, unless the wall clock cannot be trusted: then hold the samples with their
         monotonic time, and re-stamp them as soon as it can."""
+        self._watch_stream(samples)
         offset_ms = int((self.clock.wall() - self.clock.monotonic()) * 1000)
         if self.trust is not None and not self.trust.trusted():
             held = queue.hold(samples, self.boot_id, offset_ms)
@@ -326,7 +347,7 @@ class Agent:
                                      fmt=wire_format(remote.format, self.settings.device.id),
                                      clock=self.clock, log=get("upload"), policy=upload_policy(self.settings),
                                      headers=self.headers, stop=self.stop, heartbeat=self.upload_heartbeat,
-                                     timeout=remote.timeout)
+                                     timeout=remote.timeout, budget=self.budget)
             destinations = [self.destination] if remote.enabled else []
             self.housekeeping = Housekeeping(queue, self.settings, destinations, self.clock, get("storage"))
             self.stats = queue.stats(self.destination)
@@ -401,8 +422,16 @@ class Agent:
             skew_ms=self.skew.skew_ms if self.skew else None,
             skew_url=redact_url(self.settings.monitoring.clock_skew_url) if self.settings.monitoring.clock_skew_url
             else None,
-            extra={"device_id": self.settings.device.id, "session_id": self.session_id, "version": __version__},
+            extra={"device_id": self.settings.device.id, "session_id": self.session_id, "version": __version__,
+                   "bandwidth": self._bandwidth_state()},
         )
+
+    def _bandwidth_state(self) -> dict[str, object]:
+        budget = self.budget
+        return {"stream_live": self.stream_live(),
+                "limit_bytes_per_second": budget.rate() if budget else None,
+                "waited_seconds": round(budget.waited_seconds, 1) if budget else 0.0,
+                "bytes_sent": self.uploader.bytes_sent_total if self.uploader else 0}
 
     def health(self) -> dict[str, object]:
         return evaluate(self.snapshot(), self.limits)
@@ -448,6 +477,17 @@ class Agent:
                        [((), float(up.bytes_sent_total))]),
                 Family("uploader.upload_duration_seconds", "histogram", "Time one upload request took.",
                        histograms=[((), up.duration)]),
+            ]
+        families.append(Family("uploader.stream_live", "gauge",
+                               "1 while a stream is up and sending: the lower live bandwidth budget applies.",
+                               [((), 1.0 if self.stream_live() else 0.0)]))
+        if self.budget is not None:
+            families += [
+                Family("uploader.bandwidth_limit_bytes_per_second", "gauge",
+                       "Upload budget in force now (compressed bytes per second).",
+                       [((), float(self.budget.rate()))]),
+                Family("uploader.bandwidth_wait_seconds_total", "counter",
+                       "Time uploads waited for the bandwidth budget.", [((), self.budget.waited_seconds)]),
             ]
         if self.skew is not None:
             families.append(Family("time.skew_ms", "gauge",

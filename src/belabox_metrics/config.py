@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from belabox_metrics.collectors.base import MetricSettings, lookup
+from belabox_metrics.upload.bandwidth import BandwidthSettings
 from belabox_metrics.validation import ConfigError, Reader, join_key
 
 DEFAULT_CONFIG_PATH = "/etc/belabox-metrics/config.yaml"
@@ -60,6 +61,7 @@ class RemoteSettings:
     max_future: float = 86400.0
     token_file: str | None = None
     retry: RetrySettings = field(default_factory=lambda: RetrySettings())
+    bandwidth: BandwidthSettings = field(default_factory=lambda: BandwidthSettings())
 
 
 @dataclass(frozen=True)
@@ -284,11 +286,29 @@ def _parse_remote(reader: Reader) -> RemoteSettings:
         max_future=reader.duration("max_future", 86400.0, minimum=1, maximum=2 * 86400.0),
         token_file=reader.string("token_file", None, example="/etc/belabox-metrics/api-token"),
         retry=_parse_retry(reader.section("retry")),
+        bandwidth=_parse_bandwidth(reader.section("bandwidth")),
     )
     if settings.max_request_bytes < 1024:
         reader.fail("max_request_bytes", "is below 1KiB", "use e.g. 256KiB")
     reader.finish()
     return settings
+
+
+def _parse_bandwidth(reader: Reader) -> BandwidthSettings:
+    bandwidth = BandwidthSettings(
+        max_bytes_per_second=reader.size("max_bytes_per_second", 64 * 1024),
+        live_bytes_per_second=reader.size("live_bytes_per_second", 8 * 1024),
+        burst_bytes=reader.size("burst_bytes", 256 * 1024),
+        live_hold=reader.duration("live_hold", 15.0, minimum=0.1),
+    )
+    if bandwidth.live_bytes_per_second > bandwidth.max_bytes_per_second > 0:
+        reader.fail("live_bytes_per_second", "is above max_bytes_per_second",
+                    "the live budget protects the stream: make it lower than max_bytes_per_second")
+    if bandwidth.live_bytes_per_second == 0 and bandwidth.max_bytes_per_second != 0:
+        reader.fail("live_bytes_per_second", "is 0 while max_bytes_per_second limits",
+                    "use a small rate like 8KiB (0 means no limit only when both are 0)")
+    reader.finish()
+    return bandwidth
 
 
 def _parse_retry(reader: Reader) -> RetrySettings:

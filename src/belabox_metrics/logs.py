@@ -30,6 +30,11 @@ def register_secret(value: str) -> None:
             _secrets.add(value)
 
 
+def mask_secrets(text: str) -> str:
+    """``text`` with every registered secret replaced by ***."""
+    return _mask(text)
+
+
 def _mask(text: str) -> str:
     for secret in _secrets:
         if secret in text:

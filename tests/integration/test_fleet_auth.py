@@ -325,11 +325,6 @@ def test_wrong_token_is_refused_and_the_agent_keeps_the_data(fleet: Fleet, tmp_p
     # stay queued, not be bisected into dead letters as a 400 for bad data would be.
     status, body = post(fleet.import_url, b"", wrong)
     assert status in (400, 401)
-    if status == 400:
+    if status == 400:  # vmauth before 1.80: the uploader must treat it like a 401
         assert body.startswith("cannot find the provided auth token")
-        # Remove this marker with the uploader fix (strict: an unexpected pass fails).
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "known bug: the uploader treats vmauth 1.79's 400 for an unknown token as bad "
-            "data and dead-letters every sample; it must keep them as for a 401")))
-    kept_then_delivered(fleet, tmp_path, wrong, status)
     kept_then_delivered(fleet, tmp_path, wrong, status)

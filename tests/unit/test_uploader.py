@@ -41,7 +41,7 @@ class ScriptedTransport:
         self.headers.append(headers)
         self.sizes.append(len(body))
         if any(v in self.refuse for line in lines for v in line["values"]):  # type: ignore[attr-defined]
-            return Response(400, {}, b"cannot parse value")
+            return Response(400, {}, getattr(self, "refuse_body", b"cannot parse value"))
         answer = self.answers.pop(0) if self.answers else Response(204)
         if isinstance(answer, Exception):
             raise answer
@@ -336,3 +336,32 @@ def test_disk_cap_drops_oldest_unsent_and_counts_them(queue: SampleQueue) -> Non
     assert queue.used_bytes() <= before // 2
     assert dropped == 40_000 - queue.count() and dropped > 0
     assert min(r.ts for r in queue.all()) > NOW_MS  # the oldest went first
+
+
+def test_vmauth_unknown_token_400_keeps_everything_queued(queue: SampleQueue) -> None:
+    """Debian's vmauth 1.79 answers a wrong bearer token with 400, not 401."""
+    fill(queue, 6)
+    body = b'cannot find the provided auth token "Bearer s3cr3t"'
+    transport = ScriptedTransport(*[Response(400, {}, body)] * 20)
+    result = make(queue, transport).run_cycle()
+    assert "authentication refused" in (result.error or "")
+    assert pending(queue) == 6 and queue.dead_letters() == [] and len(transport.requests) == 1
+
+
+def test_a_destination_refusing_every_sample_is_not_poison(queue: SampleQueue) -> None:
+    fill(queue, 6)
+    transport = ScriptedTransport(*[Response(400, {}, b"some proxy says no")] * 50)
+    result = make(queue, transport).run_cycle()
+    assert "refuses every sample" in (result.error or "")
+    assert pending(queue) == 6 and queue.dead_letters() == []
+
+
+def test_dead_letter_reasons_never_hold_a_secret(queue: SampleQueue) -> None:
+    from belabox_metrics.logs import register_secret
+    register_secret("tok-9f8e7d6c5b4a")
+    fill(queue, 4)
+    transport = ScriptedTransport(refuse={2.0})
+    transport.refuse_body = b"bad sample; auth was tok-9f8e7d6c5b4a"  # type: ignore[attr-defined]
+    make(queue, transport).run_cycle()
+    reasons = [reason for _, reason in queue.dead_letters()]
+    assert reasons and all("tok-9f8e7d6c5b4a" not in r for r in reasons)

@@ -31,6 +31,7 @@ from belabox_metrics.sdnotify import Heartbeat
 from belabox_metrics.selfmetrics import Histogram
 from belabox_metrics.store.queue import Claim, Row, SampleQueue
 from belabox_metrics.upload.backoff import backoff_delay, parse_retry_after
+from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import WireFormat, gzip_bytes
 from belabox_metrics.upload.transport import Response, Transport, TransportError
 
@@ -40,6 +41,9 @@ POISON_STATUSES = frozenset({400, 422})
 # Retryable: the server or a proxy is overloaded or briefly away.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _NEVER = threading.Event()
+# vmauth before 1.80 (Debian's 1.79) answers an unknown bearer token, and a path its url_map
+# does not route, with 400. Those refuse the request, not the samples: keep them queued.
+REQUEST_REFUSALS = (b"cannot find the provided auth token", b"missing route for")
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class Uploader:
                  clock: Clock, log: logging.Logger, policy: UploadPolicy | None = None,
                  headers: dict[str, str] | None = None, stop: threading.Event | None = None,
                  rng: random.Random | None = None, heartbeat: Heartbeat | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, budget: TokenBucket | None = None) -> None:
         self.queue = queue
         self.transport = transport
         self.url = url
@@ -124,6 +128,7 @@ class Uploader:
         self.rng = rng or random.Random()
         self.heartbeat = heartbeat
         self.timeout = timeout
+        self.budget = budget
         self.duration = Histogram()
         # Counters for health and self-metrics.
         self.uploaded_total = 0
@@ -181,6 +186,12 @@ class Uploader:
             elif row.sample.value is not None:
                 send_index.append(index)
         delivery = self._deliver([claim.rows[i] for i in send_index], deadline)
+        if len(send_index) > 1 and delivery.accepted == 0 and len(delivery.dead) == len(send_index):
+            # Every sample refused one by one: that is the destination refusing this agent
+            # (a proxy's auth or routing), not poison data. Keep everything queued.
+            reason = delivery.dead[0][1]
+            self.last_error = f"destination refuses every sample ({reason}); check remote.url and the token"
+            return _Delivery(error=self.last_error)
         # Map the resolved prefix of the sent rows back onto the claim's rows.
         if delivery.resolved == len(send_index):
             resolved = len(claim.rows)
@@ -234,12 +245,16 @@ class Uploader:
         attempt = 0
         while True:
             attempt += 1
+            if self.budget is not None and not self._wait_for_budget(len(body), deadline):
+                return None, "bandwidth budget: stopping for now"
             started = time.perf_counter()
             fields: dict[str, object] = {"batch_id": batch_id, "attempt": attempt, "count": count,
                                          "bytes_sent": len(body), "url": self.destination}
             retry_after: float | None = None
             self.requests_total += 1
             self.bytes_sent_total += len(body)
+            if self.budget is not None:
+                self.budget.charge(len(body))
             if self.heartbeat is not None:
                 # A connect plus a response read may each take the full timeout.
                 self.heartbeat.beat(2 * self.timeout + 10)
@@ -262,7 +277,8 @@ class Uploader:
                 error, error_type = f"HTTP {response.status}: {detail}", "http"
                 if response.status not in RETRY_STATUSES:
                     self._failed(error, error_type, fields)
-                    if response.status in (401, 403):
+                    if response.status in (401, 403) or (
+                            response.status == 400 and response.body.lstrip().startswith(REQUEST_REFUSALS)):
                         return None, f"authentication refused ({error}); samples stay queued"
                     if response.status in POISON_STATUSES or response.status == 413:
                         return response, error
@@ -283,6 +299,24 @@ class Uploader:
             # During the shutdown flush (deadline set) stop is already set: sleep anyway.
             if self.clock.wait(delay, self.stop if deadline is None else _NEVER) and deadline is None:
                 return None, error
+
+    def _wait_for_budget(self, size: int, deadline: float | None) -> bool:
+        """Wait until the bandwidth budget lets ``size`` bytes go. False when stopping or
+        when the wait would pass the deadline (the rows simply stay pending)."""
+        assert self.budget is not None
+        while True:
+            delay = self.budget.delay_for(size)
+            if delay <= 0:
+                return True
+            if deadline is not None and self.clock.monotonic() + delay > deadline:
+                return False
+            if self.heartbeat is not None:
+                self.heartbeat.beat(min(delay, 5.0) + 10)
+            self.budget.waited_seconds += min(delay, 5.0)
+            # Wake at least every 5 s: the stream may have stopped and the rate risen. During
+            # the shutdown flush (deadline set) stop is already set: sleep anyway.
+            if self.clock.wait(min(delay, 5.0), self.stop if deadline is None else _NEVER) and deadline is None:
+                return False
 
     def _failed(self, error: str, error_type: str, fields: dict[str, object]) -> None:
         self.failures_total += 1
