@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Long fuzzing of metrics-receiver: scripts/fuzz-receiver.sh [EXAMPLES] (default 20000).
 # The CI property (tests/unit/test_receiver_fuzz.py, 200 examples) with EXAMPLES examples,
-# and the receiver's RSS bounded (BELABOX_FUZZ_RSS_MIB, default 64). Prints the count run;
+# against the real metrics-receiver process, whose RSS growth after warm-up is bounded
+# (BELABOX_FUZZ_RSS_MIB, default 32). Prints the count run;
 # BELABOX_FUZZ_REPORT=FILE also writes it there as JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
