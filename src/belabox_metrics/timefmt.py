@@ -46,3 +46,29 @@ def parse_ms(text: str) -> int:
     millis = int((fraction[1:] + "000")[:3]) if fraction else 0
     whole_seconds = int(stamp.timestamp())
     return whole_seconds * 1000 + millis
+
+
+_MONTHS = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+
+
+def parse_http_date(text: str | None) -> float | None:
+    """An HTTP-date (RFC 9110: 'Sun, 06 Nov 1994 08:49:37 GMT', or the obsolete RFC 850 and
+    asctime forms) -> seconds since the epoch; None if it is not one. Written out because
+    email.utils costs 3.5 MB of RSS in an agent whose budget is 25 MB."""
+    if not text:
+        return None
+    words = text.replace(",", " ").replace("-", " ").split()
+    try:
+        if len(words) == 6 and words[5].upper() in ("GMT", "UTC"):      # IMF-fixdate / RFC 850
+            day, month, year, clock = int(words[1]), _MONTHS[words[2][:3].lower()], int(words[3]), words[4]
+            if year < 100:
+                year += 2000 if year < 70 else 1900
+        elif len(words) == 5:                                           # asctime
+            month, day, clock, year = _MONTHS[words[1][:3].lower()], int(words[2]), words[3], int(words[4])
+        else:
+            return None
+        hour, minute, second = (int(x) for x in clock.split(":"))
+        return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=timezone.utc).timestamp()
+    except (KeyError, ValueError):
+        return None

@@ -17,18 +17,15 @@ stamped meanwhile are garbage to a time-series database. So:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import http.client
 import os
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
 
+from belabox_metrics import http11
 from belabox_metrics.clock import Clock
+from belabox_metrics.timefmt import parse_http_date
 
 # No BELABOX image predates this; anything earlier is an unset clock.
 PLAUSIBLE_FROM_MS = 1_704_067_200_000   # 2024-01-01T00:00:00Z
@@ -48,6 +45,9 @@ def read_adjtimex() -> KernelClock | None:
     """The kernel's NTP state via adjtimex(2) with modes=0 (read only). None if unavailable
     (macOS, a seccomp filter that forbids it)."""
     try:
+        import ctypes  # here, not at import: only where a time-sync daemon runs
+        import ctypes.util
+
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         buffer = ctypes.create_string_buffer(TIMEX_SIZE)
         if libc.adjtimex(buffer) < 0:
@@ -112,15 +112,6 @@ class SkewMeasurement:
     url: str
 
 
-def parse_http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
 def skew_from(date_header: str | None, sent_wall: float, received_wall: float) -> float | None:
     """Skew in ms, comparing the server's Date with our clock at the middle of the round
     trip. The Date header has 1 s resolution and is truncated, so add 0.5 s to it."""
@@ -133,21 +124,9 @@ def skew_from(date_header: str | None, sent_wall: float, received_wall: float) -
 
 def fetch_date(url: str, timeout: float) -> tuple[str | None, float, float]:
     """HEAD ``url``; returns (Date header, wall time sent, wall time received)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https":
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, parts.port, timeout=timeout)
-    else:
-        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
-    try:
-        sent = time.time()
-        conn.request("HEAD", parts.path or "/", headers={"User-Agent": "belabox-metrics"})
-        response = conn.getresponse()
-        response.read()
-        received = time.time()
-        return response.getheader("Date"), sent, received
-    finally:
-        conn.close()
+    sent = time.time()
+    response = http11.request(url, "HEAD", {"User-Agent": "belabox-metrics"}, timeout=timeout)
+    return response.header("Date"), sent, time.time()
 
 
 def measure_skew(url: str, timeout: float,

@@ -101,7 +101,9 @@ def usage_percent(busy: float, total: float) -> float | None:
     """Busy share of the interval in percent; None when no time passed (no division by 0)."""
     if total <= 0:
         return None
-    return 100.0 * busy / total
+    # Two decimals: a per-core percent has no more real precision, and 17-digit floats
+    # would cost the uplink several times the bytes of the value they carry.
+    return round(100.0 * busy / total, 2)
 
 
 def parse_kilohertz(text: str) -> float:

@@ -33,6 +33,7 @@ from belabox_metrics.collectors.host_counters import (
     counter_deltas,
     elapsed_seconds,
     import_psutil,
+    per_second,
 )
 from belabox_metrics.collectors.procfs import FsRoot
 from belabox_metrics.model import Sample
@@ -183,10 +184,10 @@ class DiskCollector:
             if reset:
                 self.resets += 1
             reads, read_bytes, writes, written_bytes = deltas
-            append(Sample(READS_RATE, reads / elapsed, now_ms, labels))
-            append(Sample(READ_RATE, read_bytes / elapsed, now_ms, labels))
-            append(Sample(WRITES_RATE, writes / elapsed, now_ms, labels))
-            append(Sample(WRITE_RATE, written_bytes / elapsed, now_ms, labels))
+            append(Sample(READS_RATE, per_second(reads, elapsed), now_ms, labels))
+            append(Sample(READ_RATE, per_second(read_bytes, elapsed), now_ms, labels))
+            append(Sample(WRITES_RATE, per_second(writes, elapsed), now_ms, labels))
+            append(Sample(WRITE_RATE, per_second(written_bytes, elapsed), now_ms, labels))
         self._previous = current
         self._previous_at = now
         samples.append(Sample(RESETS, float(self.resets), now_ms))

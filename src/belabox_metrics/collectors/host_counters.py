@@ -73,3 +73,9 @@ def import_psutil() -> Any:
     """psutil, imported only on the paths that need it (macOS, comparison tests): the Linux
     agent never loads it (it costs ~2 MB of RSS and reads nothing we cannot read cheaper)."""
     return importlib.import_module("psutil")
+
+
+def per_second(delta: float, elapsed: float) -> float:
+    """A rate rounded to 2 decimals: more digits carry no information (the interval itself is
+    measured to a few microseconds) and cost the uplink bytes on every sample."""
+    return round(delta / elapsed, 2)

@@ -33,6 +33,7 @@ from belabox_metrics.collectors.host_counters import (
     counter_deltas,
     elapsed_seconds,
     import_psutil,
+    per_second,
 )
 from belabox_metrics.collectors.procfs import FsRoot, KernelFile
 from belabox_metrics.model import Sample
@@ -241,8 +242,8 @@ class NetworkCollector:
                 # A rate needs the previous cycle; an interface back after an absence
                 # only gets its reset counted.
                 if elapsed is not None and state.seen == cycle - 1:
-                    append(Sample(RECEIVE_RATE, deltas[0] / elapsed, now_ms, labels))
-                    append(Sample(TRANSMIT_RATE, deltas[4] / elapsed, now_ms, labels))
+                    append(Sample(RECEIVE_RATE, per_second(deltas[0], elapsed), now_ms, labels))
+                    append(Sample(TRANSMIT_RATE, per_second(deltas[4], elapsed), now_ms, labels))
             append(Sample(RESETS, float(state.resets), now_ms, labels))
             state.values = values
             state.ifindex = ifindex

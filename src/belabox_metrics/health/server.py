@@ -1,84 +1,116 @@
-"""/health, /health/live, /health/ready and /metrics over the standard library's HTTP
-server: the agent's memory budget has no room for a web framework, and this server only
-ever listens on loopback for a local probe or scraper."""
+"""/health, /health/live, /health/ready and /metrics on a plain socket.
+
+http.server would load http.client, the email package and OpenSSL (~10 MB of RSS) into an
+agent whose budget is 25 MB. This serves loopback probes and scrapers: one request per
+connection (``Connection: close``), handled in turn with a short timeout each, so a client
+that connects and says nothing holds the server for at most ``client_timeout`` seconds.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DocumentSource = Callable[[], dict[str, object]]
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+           503: "Service Unavailable"}
 
 
 class HealthServer:
     def __init__(self, host: str, port: int, *, document: DocumentSource, live: Callable[[], bool],
-                 metrics: Callable[[], str], log: logging.Logger) -> None:
+                 metrics: Callable[[], str], log: logging.Logger, client_timeout: float = 2.0) -> None:
         self.document = document
         self.live = live
         self.metrics = metrics
         self.log = log
-        handler = self._handler()
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
+        self.client_timeout = client_timeout
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.5)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="health", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self.httpd.server_address[1])
+        return int(self.sock.getsockname()[1])
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "belabox-metrics"
-            sys_version = ""
-
-            def log_message(self, format: str, *args: object) -> None:
-                server.log.debug("health request: " + format, *args)
-
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def _json(self, status: int, document: object) -> None:
-                self._send(status, json.dumps(document, indent=2).encode() + b"\n", "application/json")
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0].rstrip("/") or "/"
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with client:
                 try:
-                    if path == "/health":
-                        doc = server.document()
-                        self._json(200 if doc["status"] != "error" else 503, doc)
-                    elif path == "/health/live":
-                        alive = server.live()
-                        self._json(200 if alive else 503, {"status": "alive" if alive else "stalled"})
-                    elif path == "/health/ready":
-                        doc = server.document()
-                        self._json(200 if doc["status"] == "ok" else 503, {"status": doc["status"]})
-                    elif path == "/metrics":
-                        self._send(200, server.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
-                    else:
-                        self._json(404, {"error": f"no such endpoint {path}; try /health, /health/live, "
-                                                  "/health/ready or /metrics"})
-                except Exception as exc:  # a health probe must get an answer, never a hang
-                    server.log.exception("health endpoint failed")
-                    self._json(500, {"status": "error", "error": f"{type(exc).__name__}: {exc}"})
+                    self._handle(client)
+                except Exception:  # never let one bad client end the health endpoint
+                    self.log.debug("health request failed", exc_info=True)
 
-            do_HEAD = do_GET
+    def _handle(self, client: socket.socket) -> None:
+        client.settimeout(self.client_timeout)
+        data = b""
+        while b"\r\n\r\n" not in data and b"\n\n" not in data:
+            chunk = client.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+            if len(data) > 16384:
+                self._send(client, 400, {"error": "request headers too large"}, head_only=False)
+                return
+        request_line = data.split(b"\n", 1)[0].decode("latin-1").strip()
+        parts = request_line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            self._send(client, 400, {"error": "not an HTTP request"}, head_only=False)
+            return
+        method, target = parts[0], parts[1]
+        if method not in ("GET", "HEAD"):
+            self._send(client, 405, {"error": "only GET and HEAD"}, head_only=False, extra="Allow: GET, HEAD\r\n")
+            return
+        path = target.split("?", 1)[0].rstrip("/") or "/"
+        head_only = method == "HEAD"
+        try:
+            if path == "/health":
+                doc = self.document()
+                self._send(client, 200 if doc["status"] != "error" else 503, doc, head_only)
+            elif path == "/health/live":
+                alive = self.live()
+                self._send(client, 200 if alive else 503, {"status": "alive" if alive else "stalled"}, head_only)
+            elif path == "/health/ready":
+                doc = self.document()
+                self._send(client, 200 if doc["status"] == "ok" else 503, {"status": doc["status"]}, head_only)
+            elif path == "/metrics":
+                self._write(client, 200, self.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8",
+                            head_only)
+            else:
+                self._send(client, 404, {"error": f"no such endpoint {path}; try /health, /health/live, "
+                                                  "/health/ready or /metrics"}, head_only)
+        except Exception as exc:  # a probe must get an answer, never a hang
+            self.log.exception("health endpoint failed")
+            self._send(client, 500, {"status": "error", "error": f"{type(exc).__name__}: {exc}"}, head_only)
 
-        return Handler
+    def _send(self, client: socket.socket, status: int, document: object, head_only: bool, extra: str = "") -> None:
+        self._write(client, status, json.dumps(document, indent=2).encode() + b"\n", "application/json",
+                    head_only, extra)
+
+    @staticmethod
+    def _write(client: socket.socket, status: int, body: bytes, content_type: str, head_only: bool,
+               extra: str = "") -> None:
+        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n{extra}\r\n")
+        client.sendall(head.encode("latin-1") + (b"" if head_only else body))

@@ -11,7 +11,8 @@ import os
 import sqlite3
 
 
-def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000,
+            cache_kib: int = 512) -> sqlite3.Connection:
     """Open (creating if needed) the database at ``path`` in WAL mode, autocommit.
 
     Transactions are explicit (``with transaction(conn):``) so that each one is exactly
@@ -27,6 +28,9 @@ def connect(path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000
         conn.close()
         raise sqlite3.OperationalError(f"could not switch {path} to WAL mode (got {mode})")
     conn.execute(f"PRAGMA synchronous={synchronous}")
+    # SQLite's default page cache is 2 MiB per connection; the agent holds three and its
+    # access is append + short range scans, so 512 KiB each keeps the RSS budget.
+    conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from email.utils import parsedate_to_datetime
+
+from belabox_metrics.timefmt import parse_http_date
 
 
 def backoff_delay(attempt: int, *, base: float, maximum: float, jitter: float,
@@ -27,8 +28,7 @@ def parse_retry_after(value: str | None, now_wall: float, *, limit: float = 3600
         return None
     if text.isdigit():
         return min(float(text), limit)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    when = parse_http_date(text)
+    if when is None:
         return None
-    return min(max(0.0, when.timestamp() - now_wall), limit)
+    return min(max(0.0, when - now_wall), limit)

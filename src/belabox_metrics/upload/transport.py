@@ -1,19 +1,17 @@
 """HTTP transport as a seam: ``Transport.post(url, body, headers) -> Response``.
 
-The real one is the standard library's http.client with one kept-alive connection per
-host (no extra dependency: the agent's memory budget is 25 MB). Tests substitute scripted
+The real one keeps one connection alive per host, on belabox_metrics.http11 (no extra
+dependency, and no OpenSSL unless the URL is https: the agent's memory budget is 25 MB). Tests substitute scripted
 transports; integration tests use the real one against real servers on loopback.
 """
 
 from __future__ import annotations
 
-import http.client
-import socket
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit
+
+from belabox_metrics.http11 import Connection, Target
 
 
 @dataclass(frozen=True)
@@ -41,62 +39,31 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """http.client with a persistent connection per (scheme, host, port)."""
+    """A persistent connection per (scheme, host, port), on the agent's own small HTTP/1.1
+    client (http.client would load OpenSSL even for plain http)."""
 
     def __init__(self, timeout: float = 10.0, max_response_bytes: int = 1 << 20) -> None:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
-        self._connections: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
-
-    def _connection(self, scheme: str, host: str, port: int) -> http.client.HTTPConnection:
-        key = (scheme, host, port)
-        conn = self._connections.get(key)
-        if conn is None:
-            if scheme == "https":
-                conn = http.client.HTTPSConnection(
-                    host, port, timeout=self.timeout, context=ssl.create_default_context()
-                )
-            else:
-                conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
-            self._connections[key] = conn
-        return conn
+        self._connections: dict[tuple[bool, str, int], Connection] = {}
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
-        parts = urlsplit(url)
-        scheme = parts.scheme
-        host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        all_headers = {"Content-Length": str(len(body)), **headers}
-        # A kept-alive connection may have been closed by the server while idle; that shows
-        # up as a reset on first use. Retrying once on a fresh connection is safe even if
-        # the server did process the request: every destination deduplicates by sample key.
-        for attempt in (1, 2):
-            conn = self._connection(scheme, host, port)
-            try:
-                conn.request("POST", path, body=body, headers=all_headers)
-                raw = conn.getresponse()
-                data = raw.read(self.max_response_bytes + 1)
-                response = Response(raw.status, dict(raw.getheaders()), data[: self.max_response_bytes])
-                if raw.will_close or len(data) > self.max_response_bytes:
-                    self._drop(scheme, host, port)
-                return response
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                self._drop(scheme, host, port)
-                if attempt == 2:
-                    raise TransportError(f"{type(exc).__name__}: {exc}") from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop(scheme, host, port)
-                kind = "timeout" if isinstance(exc, socket.timeout | TimeoutError) else type(exc).__name__
-                raise TransportError(f"{kind}: {exc}") from exc
-        raise TransportError("unreachable")  # pragma: no cover
-
-    def _drop(self, scheme: str, host: str, port: int) -> None:
-        conn = self._connections.pop((scheme, host, port), None)
-        if conn is not None:
+        try:
+            target = Target.parse(url)
+        except ValueError as exc:
+            raise TransportError(str(exc)) from exc
+        key = (target.tls, target.host, target.port)
+        conn = self._connections.get(key)
+        if conn is None:
+            conn = self._connections[key] = Connection(target.host, target.port, tls=target.tls,
+                                                       timeout=self.timeout)
+        try:
+            answer = conn.request("POST", target.path, headers, body, max_body=self.max_response_bytes)
+        except (OSError, ValueError) as exc:
             conn.close()
+            kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            raise TransportError(f"{kind}: {exc}") from exc
+        return Response(answer.status, dict(answer.headers), answer.body)
 
     def close(self) -> None:
         for conn in self._connections.values():

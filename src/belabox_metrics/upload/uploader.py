@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -78,6 +78,15 @@ class _Delivery:
 
 class UploadError(Exception):
     pass
+
+
+def new_batch_id() -> str:
+    """A random (version 4) UUID, without importing uuid (1.5 MB of RSS)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def accepted_count(response: Response, sent: int) -> int:
@@ -239,7 +248,7 @@ class Uploader:
     def _post(self, body: bytes, count: int, deadline: float | None) -> tuple[Response | None, str | None]:
         """POST with retries. Returns (response, None) for any final HTTP answer (2xx or a
         non-retryable status), or (None, error) when this cycle should give up for now."""
-        batch_id = str(uuid.uuid4())
+        batch_id = new_batch_id()
         headers = {"Content-Type": self.fmt.content_type, "Content-Encoding": "gzip",
                    "X-Batch-Id": batch_id, "User-Agent": "belabox-metrics", **self.extra_headers}
         attempt = 0

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import math
 import os
 import stat
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from belabox_metrics import http11
 from belabox_metrics.model import Sample
 
 MAX_HTTP_BODY = 4 * 1024 * 1024
@@ -58,60 +57,30 @@ def http_get(url: str, timeout: float, *, authorization: str | None = None,
              max_bytes: int = MAX_HTTP_BODY) -> bytes:
     """GET ``url`` and return the body of a 200 answer, all within ``timeout`` seconds.
 
-    ``urlopen``'s timeout applies to each socket operation, so a server that trickles one
-    byte a second would hold a poll for ever; here every read gets only the time left.
+    The whole exchange has one deadline, so a server that trickles one byte a second cannot
+    hold a poll for ever (urlopen's timeout applies to each socket operation).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SourceError(f"{redact_url(url)} is not an http(s) URL")
-    deadline = time.monotonic() + timeout
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname, parts.port, timeout=timeout)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
     headers = {"Accept": "application/json, text/plain", "User-Agent": "belabox-metrics"}
     if authorization:
         headers["Authorization"] = authorization
-
-    def remaining() -> float:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        return left
-
     try:
-        conn.request("GET", path, headers=headers)
-        # Kept here: the connection drops its reference once the response says "close".
-        sock = conn.sock
-        if sock is not None:
-            sock.settimeout(remaining())
-        response = conn.getresponse()
-        if response.status != 200:
-            raise SourceError(http_status_reason(response.status, response.reason))
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if sock is not None:
-                sock.settimeout(remaining())
-            chunk = response.read1(65536)  # what has arrived: read() would wait for all
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > max_bytes:
-                raise SourceError(f"answer larger than {max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        response = http11.request(url, "GET", headers, timeout=timeout, max_body=max_bytes)
     except TimeoutError:
         raise SourceError(f"no complete answer within {timeout:g}s") from None
     except ConnectionRefusedError:
         raise SourceError("connection refused (server down or wrong port?)") from None
-    except http.client.HTTPException as exc:
-        raise SourceError(f"bad HTTP answer ({type(exc).__name__})") from None
+    except http11.HttpError as exc:
+        if "larger than" in str(exc):
+            raise SourceError(f"answer larger than {max_bytes} bytes") from None
+        raise SourceError(f"bad HTTP answer ({exc})") from None
     except OSError as exc:
         raise SourceError(f"network error: {exc.strerror or exc}") from None
-    finally:
-        conn.close()
+    if response.status != 200:
+        raise SourceError(http_status_reason(response.status, response.reason))
+    return response.body
 
 
 def http_status_reason(status: int, reason: str) -> str:

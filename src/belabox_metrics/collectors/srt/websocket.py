@@ -9,10 +9,8 @@ out a dependency for this.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import socket
-import ssl
 import struct
 import time
 from urllib.parse import urlsplit
@@ -35,6 +33,8 @@ class WebSocketClosed(WebSocketError):
 
 
 def accept_key(key: str) -> str:
+    import hashlib  # here, not at import: OpenSSL's libcrypto costs ~4 MB of RSS
+
     return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
 
 
@@ -116,6 +116,8 @@ class WebSocket:
         sock = socket.create_connection((parts.hostname, port), timeout=timeout)
         try:
             if secure:
+                import ssl  # only for wss://
+
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
             key = base64.b64encode(os.urandom(16)).decode("ascii")
             host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
