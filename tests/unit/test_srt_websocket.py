@@ -138,3 +138,14 @@ def test_handshake_refused_and_timeouts() -> None:
     assert ws.recv(0.1) is None  # nothing yet: None, not an error
     ws.close()
     thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("size", [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000])
+def test_pure_python_sha1_matches_hashlib(size: int) -> None:
+    import hashlib
+    import os
+
+    from belabox_metrics.collectors.srt.websocket import sha1
+
+    data = os.urandom(size)
+    assert sha1(data) == hashlib.sha1(data).digest()
