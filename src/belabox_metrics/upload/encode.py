@@ -115,17 +115,26 @@ class VmSeriesHeads:
 
 
 def vm_jsonl(heads: VmSeriesHeads, samples: Sequence[Sample]) -> bytes:
-    """One JSON line per series, samples in timestamp order within it."""
-    grouped: dict[tuple[str, Labels], tuple[list[str], list[str]]] = {}
-    for s in sorted(samples, key=lambda s: s.timestamp_ms):
-        assert s.value is not None
-        values, stamps = grouped.setdefault((s.name, s.labels), ([], []))
-        values.append(number(s.value))
-        stamps.append(str(s.timestamp_ms))
-    lines = [
-        f'{heads.head(name, labels)},"values":[{",".join(values)}],"timestamps":[{",".join(stamps)}]}}'
-        for (name, labels), (values, stamps) in grouped.items()
-    ]
+    """One JSON line per series, samples in timestamp order within it. The uploader passes
+    rows in (timestamp, series) order, so a series is sorted only if it arrives out of order."""
+    grouped: dict[tuple[str, Labels], tuple[list[int], list[float]]] = {}
+    unsorted: set[tuple[str, Labels]] = set()
+    for s in samples:
+        key = (s.name, s.labels)
+        group = grouped.get(key)
+        if group is None:
+            group = grouped[key] = ([], [])
+        elif s.timestamp_ms < group[0][-1]:
+            unsorted.add(key)
+        group[0].append(s.timestamp_ms)
+        group[1].append(s.value)  # type: ignore[arg-type]
+    lines = []
+    for key, (stamps, values) in grouped.items():
+        if key in unsorted:
+            pairs = sorted(zip(stamps, values, strict=True))
+            stamps, values = [p[0] for p in pairs], [p[1] for p in pairs]
+        lines.append(f'{heads.head(*key)},"values":[{",".join(map(number, values))}],'
+                     f'"timestamps":[{",".join(map(str, stamps))}]}}')
     return ("\n".join(lines) + "\n").encode()
 
 
