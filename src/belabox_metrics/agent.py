@@ -198,6 +198,7 @@ class Housekeeping:
     next_checkpoint: float = 0.0
     dropped_unsent_total: int = 0
     pruned_total: int = 0
+    coalesced_total: int = 0
     checkpoints: int = 0
 
     def __post_init__(self) -> None:
@@ -212,6 +213,15 @@ class Housekeeping:
             cutoff_ms = int((self.clock.wall() - storage.retention) * 1000)
             pruned = self.queue.prune_sent(self.destinations, cutoff_ms)
             self.pruned_total += pruned
+            if storage.coalesce_after is not None:
+                older_than_ms = int((self.clock.wall() - storage.coalesce_after) * 1000)
+                coalesced = self.queue.coalesce_unsent(self.destinations, older_than_ms,
+                                                       int(storage.coalesce_interval * 1000))
+                if coalesced:
+                    self.coalesced_total += coalesced
+                    event(self.log, logging.INFO, "coalesced the old backlog (storage.coalesce_after)",
+                          deleted=coalesced, deleted_total=self.coalesced_total,
+                          keep_one_per=f"{storage.coalesce_interval:g}s")
             dropped = self.queue.enforce_max_size(storage.max_size, self.destinations)
             if dropped:
                 self.dropped_unsent_total += dropped
@@ -458,6 +468,9 @@ class Agent:
             Family("storage.dropped_samples_total", "counter",
                    "Unsent samples deleted because storage.max_size was reached.",
                    [((), float(house.dropped_unsent_total if house else 0))]),
+            Family("storage.coalesced_samples_total", "counter",
+                   "Unsent samples removed by downsampling the old backlog (storage.coalesce_after).",
+                   [((), float(house.coalesced_total if house else 0))]),
             Family("storage.held_samples", "gauge", "Samples held until the wall clock can be trusted.",
                    [((), float(self.held_total))]),
             Family("storage.restamped_samples_total", "counter", "Held samples re-stamped after a clock sync.",

@@ -36,6 +36,8 @@ class StorageSettings:
     max_size: int = 512 * 1024 * 1024       # while offline, the oldest unsent samples go beyond this
     wal_checkpoint_interval: float = 3600.0
     wal_checkpoint_size: int = 64 * 1024 * 1024
+    coalesce_after: float | None = None     # off: keep full resolution
+    coalesce_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ def _parse_root(root: Reader, source: str, base_dir: str) -> Settings:
         max_size=storage_r.size("max_size", 512 * 1024 * 1024),
         wal_checkpoint_interval=storage_r.duration("wal_checkpoint_interval", 3600.0, minimum=1),
         wal_checkpoint_size=storage_r.size("wal_checkpoint_size", 64 * 1024 * 1024),
+        coalesce_after=storage_r.duration("coalesce_after", None, minimum=60),
+        coalesce_interval=storage_r.duration("coalesce_interval", 60.0, minimum=1),
     )
     if storage.max_size < 1024 * 1024:
         storage_r.fail("max_size", f"{storage.max_size} bytes is too small to hold a backlog",

@@ -15,10 +15,10 @@ from belabox_metrics.store.queue import SampleQueue
 NOW = 1_795_000_000.0
 
 
-def setup(tmp_path: Path, storage: str = "") -> tuple[Housekeeping, SampleQueue, FakeClock]:
+def setup(tmp_path: Path, storage: str = "", retention: str = "1h") -> tuple[Housekeeping, SampleQueue, FakeClock]:
     settings = parse_config(f"""
 device: {{id: h}}
-storage: {{path: {tmp_path / 'm.db'}, retention: 1h, wal_checkpoint_interval: 1h, wal_checkpoint_size: 1MiB {storage}}}
+storage: {{path: {tmp_path / 'm.db'}, retention: {retention}, wal_checkpoint_interval: 1h, wal_checkpoint_size: 1MiB {storage}}}
 remote: {{url: "http://127.0.0.1:9/api"}}
 metrics: [{{name: srt.packet_loss, mock: true}}]
 """)
@@ -78,3 +78,33 @@ def test_disk_cap_is_enforced_while_offline_and_counted(tmp_path: Path) -> None:
     assert queue.used_bytes() <= 1024 * 1024
     assert house.dropped_unsent_total == 80_000 - queue.count() > 0
     assert os.path.getsize(tmp_path / "m.db") > 0
+
+
+def test_coalescing_keeps_one_sample_per_series_per_bucket_of_the_old_unsent_backlog(tmp_path: Path) -> None:
+    house, queue, _ = setup(tmp_path, ", coalesce_after: 1d, coalesce_interval: 1m", retention="7d")
+    day_ms = 86_400_000
+    old_start = int(NOW * 1000) - 2 * day_ms  # two days ago: 10 minutes of 1 s samples, 3 series
+    old = [Sample("x", float(i), old_start + i * 1000, make_labels(k=str(k))) for i in range(600) for k in range(3)]
+    recent = [Sample("x", 1.0, int(NOW * 1000) - 1000 * i, make_labels(k="0")) for i in range(120)]
+    queue.append(old + recent)
+    # Acknowledge the first 90 s of the old data: sent samples are never coalesced.
+    claim = queue.next_batch("http://127.0.0.1:9/api", 270, newest_first=False)
+    assert claim is not None
+    queue.ack("http://127.0.0.1:9/api", claim)
+    house.run()
+    rows = queue.all()
+    kept_old = [r for r in rows if r.ts < old_start + 600_000]
+    sent = [r for r in kept_old if r.ts < old_start + 90_000]
+    assert len(sent) == 270  # untouched
+    unsent_old = [r for r in kept_old if r.ts >= old_start + 90_000]
+    buckets = {(r.series_id, r.ts - r.ts % 60_000) for r in unsent_old}
+    assert len(unsent_old) == len(buckets)  # one per series per minute
+    assert len([r for r in rows if r.ts >= int(NOW * 1000) - 200_000]) == 120  # recent data at full resolution
+    assert house.coalesced_total == 3 * (600 - 90) - len(unsent_old)
+
+
+def test_coalescing_is_off_by_default(tmp_path: Path) -> None:
+    house, queue, _ = setup(tmp_path)
+    queue.append([Sample("x", float(i), int(NOW * 1000) - 3 * 86_400_000 + i * 1000) for i in range(300)])
+    house.run()
+    assert queue.count() == 300 and house.coalesced_total == 0

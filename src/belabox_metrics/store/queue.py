@@ -473,6 +473,36 @@ class SampleQueue:
             )
             return self.conn.total_changes - before
 
+    def coalesce_unsent(self, destinations: Sequence[str], older_than_ms: int, bucket_ms: int,
+                        max_rows: int = 200_000) -> int:
+        """Downsample the backlog: among samples older than ``older_than_ms`` that no
+        destination has acknowledged, keep the first sample of each series in each
+        ``bucket_ms`` bucket and delete the rest. One ordered pass over at most ``max_rows``
+        rows per call. Returns how many were deleted. Off unless configured: it trades
+        resolution for uplink bytes after a long offline period."""
+        if not destinations or bucket_ms <= 0:
+            return 0
+        states = [self.state(d) for d in destinations]
+        lower = max(st.highest for st in states)
+        upper_ts = older_than_ms
+        for st in states:
+            if st.fresh_lo is not None:
+                upper_ts = min(upper_ts, st.fresh_lo[0])
+        kept_bucket: dict[int, int] = {}
+        doomed: list[tuple[int, int]] = []
+        for ts, sid in self.conn.execute(
+                "SELECT ts, series_id FROM samples WHERE (ts, series_id) > (?, ?) AND ts < ? "
+                "ORDER BY ts, series_id LIMIT ?", (*lower, upper_ts, max_rows)):
+            bucket = ts - ts % bucket_ms
+            if kept_bucket.get(sid) == bucket:
+                doomed.append((ts, sid))
+            else:
+                kept_bucket[sid] = bucket
+        if doomed:
+            with transaction(self.conn):
+                self.conn.executemany("DELETE FROM samples WHERE ts = ? AND series_id = ?", doomed)
+        return len(doomed)
+
     def used_bytes(self) -> int:
         pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
         free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
