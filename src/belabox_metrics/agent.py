@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -153,10 +154,16 @@ class CollectionLoop:
                 self.dropped_unstored += overflow
                 pending = pending[overflow:]
             self.unstored = pending
-            event(self.log, logging.ERROR, "could not store samples; keeping them in memory",
-                  error=str(exc), error_type=type(exc).__name__, held=len(pending),
-                  dropped_total=self.dropped_unstored)
+            # First failure and every 60th: a full disk must not also flood the journal.
+            if self.store_failures == 1 or self.store_failures % 60 == 0:
+                event(self.log, logging.ERROR, "could not store samples; keeping them in memory",
+                      error=str(exc), error_type=type(exc).__name__, held=len(pending),
+                      dropped_total=self.dropped_unstored, failures=self.store_failures)
             return
+        if self.unstored:
+            event(self.log, logging.INFO, "storing again: held samples written", count=len(self.unstored),
+                  failures=self.store_failures)
+            self.store_failures = 0
         self.unstored = []
 
 
@@ -286,6 +293,7 @@ class Agent:
         self.trust: ClockTrust | None = None
         self.held_total = 0
         self.restamped_total = 0
+        self.storage_failures = 0
         self.skew: SkewMeasurement | None = None
         self.next_skew_check = start
         self.stats: QueueStats | None = None
@@ -366,9 +374,9 @@ class Agent:
                 if self.clock.wait(remote.interval, self.stop):
                     break
                 if remote.enabled:
-                    self.uploader.run_cycle()
+                    self._storage_guard("upload", self.uploader.run_cycle)
                 self.upload_heartbeat.beat(120)
-                self.housekeeping.run()
+                self._storage_guard("housekeeping", self.housekeeping.run)
                 self._check_skew()
                 self.stats = queue.stats(self.destination)
             # Shutdown: wait for the last collection to be stored, then one last upload.
@@ -378,7 +386,8 @@ class Agent:
                 result = self.uploader.run_cycle(deadline=deadline)
                 event(self.log, logging.INFO, "final upload", acknowledged=result.acknowledged,
                       pending=queue.pending_count(self.destination), error=result.error)
-            self.housekeeping.run(final=True)
+            housekeeping = self.housekeeping
+            self._storage_guard("housekeeping", lambda: housekeeping.run(final=True))
         except BaseException as exc:
             self.errors.append(exc)
             self.log.exception("upload loop crashed")
@@ -386,6 +395,17 @@ class Agent:
         finally:
             self.transport.close()
             queue.close()
+
+    def _storage_guard(self, step: str, work: Callable[[], object]) -> None:
+        """A full disk or an I/O error fails this step, not the agent: rows stay pending
+        (a request VM accepted but we could not mark is sent again, and deduplicated)."""
+        try:
+            work()
+        except sqlite3.OperationalError as exc:
+            self.storage_failures += 1
+            if self.storage_failures == 1 or self.storage_failures % 60 == 0:
+                event(self.log, logging.ERROR, "database write failed; retrying next cycle", step=step,
+                      error=str(exc), failures=self.storage_failures)
 
     def _check_skew(self) -> None:
         monitoring = self.settings.monitoring
@@ -428,6 +448,7 @@ class Agent:
             wal_bytes=stats.wal_bytes if stats else 0,
             dropped_unsent=self.housekeeping.dropped_unsent_total if self.housekeeping else 0,
             held_samples=self.held_total, clock_trusted=trusted,
+            unstored=len(self.collection.unstored) if self.collection is not None else 0,
             clock_reason=self.trust.reason if self.trust is not None else "not checked",
             skew_ms=self.skew.skew_ms if self.skew else None,
             skew_url=redact_url(self.settings.monitoring.clock_skew_url) if self.settings.monitoring.clock_skew_url
@@ -513,10 +534,14 @@ class Agent:
         remote = self.settings.remote
         queue = self._open_queue()
         try:
-            self.session_id = queue.start_session(self.boot_id, int(self.clock.wall() * 1000), self.clock.monotonic())
             if self.settings.monitoring.hold_untrusted_clock:
                 self.trust = ClockTrust(self.clock, newest_stored_ms=queue.newest_ts())
             self.held_total = queue.held_count()
+            self.session_id = queue.start_session(self.boot_id, int(self.clock.wall() * 1000), self.clock.monotonic())
+        except sqlite3.OperationalError as exc:
+            # A full disk at start must not become a crash loop: run, hold samples in memory,
+            # and say so in health until space returns.
+            event(self.log, logging.ERROR, "database not writable at start; continuing", error=str(exc))
         finally:
             queue.close()
         if self.settings.health.listen:

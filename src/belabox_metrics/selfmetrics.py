@@ -93,7 +93,9 @@ class SelfMetrics:
                     out.append(Sample(family.name + "_bucket", float(bucket_count), now_ms,
                                       make_labels(dict(labels), le=number(bound))))
                 out.append(Sample(family.name + "_bucket", float(count), now_ms, make_labels(dict(labels), le="+Inf")))
-                out.append(Sample(family.name + "_sum", total, now_ms, labels))
+                # Microseconds: VictoriaMetrics keeps ~15 significant digits, so a 17-digit sum
+                # would come back different from what was stored (and fail `verify`).
+                out.append(Sample(family.name + "_sum", round(total, 6), now_ms, labels))
                 out.append(Sample(family.name + "_count", float(count), now_ms, labels))
         return out
 

@@ -104,9 +104,6 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.mark.xfail(strict=True, reason="needs the agent change proposed in issue 9's fault-suite report: "
-                   "the upload thread dies on SQLITE_FULL when acknowledging, /health does not show "
-                   "samples held in memory, and each failed store logs an ERROR")
 def test_disk_full_keeps_running_degraded_then_resumes(
         small_fs: tuple[Path, str], victoria_metrics: VictoriaMetrics, tmp_path: Path) -> None:
     where, kind = small_fs

@@ -8,6 +8,7 @@ both halves, including that without the flag VM would store a re-sent batch twic
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
@@ -154,23 +155,26 @@ def drain_and_stop(config: Path, log: Path, db: Path, url: str, timeout: float =
 
 
 def assert_exactly_once(vm: VictoriaMetrics, db: Path) -> None:
-    local = stored_keys(db)
+    """Every stored sample is in VM exactly once, with its value. Values compare to 12
+    significant digits: VM stores a decimal mantissa and exponent, so the 17th digit of a
+    float may come back different."""
+    local = {(n, labels, ts): v for n, labels, ts, v in stored_keys(db)}
     # VM makes the newest rows searchable with a delay even after a force_flush: poll a
     # little (bounded) before judging.
     deadline = time.monotonic() + 15
     while True:
         in_vm = vm.samples(f'{{device_id="{DEVICE}"}}')
-        if local <= set(in_vm) or time.monotonic() > deadline:
+        seen = {(n, labels, ts) for n, labels, ts, _ in in_vm}
+        if set(local) <= seen or time.monotonic() > deadline:
             break
-        print("waiting for VM: missing", len(local - set(in_vm)))
         time.sleep(0.5)
     counts = Counter((n, labels, ts) for n, labels, ts, _ in in_vm)
     assert max(counts.values()) == 1, "a sample is stored twice"
-    missing = local - set(in_vm)
-    if missing:
-        print("MISSING", sorted(m[2] for m in missing), "IN_VM", sorted(x[2] for x in in_vm)[:5], len(in_vm))
+    missing = set(local) - seen
     assert not missing, f"{len(missing)} of {len(local)} stored samples never reached VM, e.g. {sorted(missing)[:3]}"
-    assert set(in_vm) == local
+    assert seen == set(local), f"in VM but never stored: {sorted(seen - set(local))[:3]}"
+    for n, labels, ts, value in in_vm:
+        assert math.isclose(value, local[(n, labels, ts)], rel_tol=1e-12, abs_tol=1e-12), (n, ts, value)
 
 
 def test_vm_down_then_up_every_sample_arrives_once(victoria_metrics: VictoriaMetrics, tmp_path: Path) -> None:

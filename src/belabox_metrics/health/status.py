@@ -59,6 +59,7 @@ class Snapshot:
     clock_reason: str
     skew_ms: float | None
     skew_url: str | None
+    unstored: int = 0               # samples held in memory because the database cannot be written
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -120,7 +121,12 @@ def evaluate(snap: Snapshot, limits: Thresholds) -> dict[str, object]:
     elif snap.skew_ms is not None and abs(snap.skew_ms) > limits.skew_warn_ms:
         time_status, time_reason = DEGRADED, f"clock off by {snap.skew_ms:.0f} ms"
 
-    storage_status = DEGRADED if snap.dropped_unsent else OK
+    storage_status, storage_reason = OK, "storing"
+    if snap.unstored:
+        storage_status = DEGRADED
+        storage_reason = f"cannot write the database (disk full?): {snap.unstored} samples held in memory"
+    elif snap.dropped_unsent:
+        storage_status, storage_reason = DEGRADED, "storage.max_size reached: oldest unsent samples dropped"
     overall = worst(collectors_status, upload_status, time_status, storage_status)
     return {
         "status": overall,
@@ -135,8 +141,9 @@ def evaluate(snap: Snapshot, limits: Thresholds) -> dict[str, object]:
                 "oldest_pending": rfc3339(snap.oldest_pending_ms / 1000) if snap.oldest_pending_ms else None,
                 "dead_letters": snap.dead_letters,
             },
-            "storage": {"status": storage_status, "db_bytes": snap.db_bytes, "wal_bytes": snap.wal_bytes,
-                        "dropped_unsent": snap.dropped_unsent, "held_samples": snap.held_samples},
+            "storage": {"status": storage_status, "reason": storage_reason, "db_bytes": snap.db_bytes,
+                        "wal_bytes": snap.wal_bytes, "dropped_unsent": snap.dropped_unsent,
+                        "held_samples": snap.held_samples, "unstored": snap.unstored},
             "time": {"status": time_status, "reason": time_reason, "trusted": snap.clock_trusted,
                      "skew_ms": snap.skew_ms, "skew_url": snap.skew_url},
         },

@@ -69,10 +69,12 @@ def promql_label(name: str) -> str:
 
 
 def number(value: float) -> str:
-    """Shortest exact text for a float: 46.0 -> '46', 0.1 -> '0.1'."""
+    """Shortest text for a float at the precision VictoriaMetrics keeps (12 significant
+    digits): 46.0 -> '46', 0.30000000000000004 -> '0.3', 3.5999999999999994e-05 -> '3.6e-05'.
+    More digits would only cost bytes and then differ from what VM stores."""
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
-    return repr(value)
+    return repr(float(f"{value:.12g}"))
 
 
 def seed_metric(sample: Sample) -> dict[str, object]:

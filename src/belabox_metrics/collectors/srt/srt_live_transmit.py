@@ -274,7 +274,7 @@ class SrtLiveTransmitSource:
                               f"{self.options.stale_after:g}s; srt-live-transmit not running "
                               "or not passing packets?)")
         moved = self._account(records, count=True)
-        return self._samples(moved, now_ms)
+        return self._samples(moved, now_ms, fresh=bool(records))
 
     def _account(self, records: list[StatsRecord], *, count: bool) -> dict[str, DirectionDeltas]:
         moved = {SEND: DirectionDeltas(), RECEIVE: DirectionDeltas()}
@@ -300,7 +300,7 @@ class SrtLiveTransmitSource:
             moved = {SEND: DirectionDeltas(), RECEIVE: DirectionDeltas()}
         return moved
 
-    def _samples(self, moved: dict[str, DirectionDeltas], now_ms: int) -> list[Sample]:
+    def _samples(self, moved: dict[str, DirectionDeltas], now_ms: int, fresh: bool = True) -> list[Sample]:
         out: list[Sample] = []
         for direction in (SEND, RECEIVE):
             if direction in self.active:
@@ -311,13 +311,18 @@ class SrtLiveTransmitSource:
             return out
         out.append(Sample(RTT_SECONDS, latest.rtt_ms / 1000.0, now_ms, self.labels))
         out.append(Sample(LINK_BANDWIDTH, latest.bandwidth_mbps * 1e6, now_ms, self.labels))
+        # Rates only from a record that arrived in this poll: srt-live-transmit writes nothing
+        # once packets stop, and repeating the last rate would keep the stream "live" (and the
+        # uplink budget low) until the file goes stale. No record, no rate: never a fake zero.
         if SEND in self.active:
             send_labels = make_labels(dict(self.labels), direction=SEND)
-            out.append(Sample(SEND_RATE, latest.send.mbit_rate * 1e6, now_ms, self.labels))
+            if fresh:
+                out.append(Sample(SEND_RATE, latest.send.mbit_rate * 1e6, now_ms, self.labels))
             out.append(Sample(BUFFER_SECONDS, latest.send.ms_buf / 1000.0, now_ms, send_labels))
         if RECEIVE in self.active:
             recv_labels = make_labels(dict(self.labels), direction=RECEIVE)
-            out.append(Sample(RECEIVE_RATE, latest.recv.mbit_rate * 1e6, now_ms, self.labels))
+            if fresh:
+                out.append(Sample(RECEIVE_RATE, latest.recv.mbit_rate * 1e6, now_ms, self.labels))
             out.append(Sample(BUFFER_SECONDS, latest.recv.ms_buf / 1000.0, now_ms, recv_labels))
         return out
 
