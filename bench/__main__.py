@@ -1,6 +1,7 @@
-"""Run the store, drain and wire benchmarks one after the other (issue 4).
+"""Run the store, drain and wire benchmarks (issue 4), then the footprint beside node_exporter +
+vmagent and its growth at 10x / 100x the series (issue 9), one after the other.
 
-    .venv/bin/python -m bench            # full runs, ~6 minutes on 2 cores
+    .venv/bin/python -m bench            # full runs, ~6 minutes on 2 cores + ~3 for footprint and scale
     .venv/bin/python -m bench --quick    # CI: 50,000 samples, 10 minutes of wire data
 
 Each benchmark runs in its own process, so one's memory never shows in another's figures.
@@ -14,7 +15,8 @@ import sys
 
 from bench._common import REPO_ROOT
 
-BENCHMARKS = ("bench.bench_store", "bench.bench_drain", "bench.bench_wire")
+BENCHMARKS = ("bench.bench_store", "bench.bench_drain", "bench.bench_wire", "bench.bench_footprint",
+              "bench.bench_scale")
 
 
 def main(argv: list[str] | None = None) -> int:
