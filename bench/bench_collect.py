@@ -53,7 +53,7 @@ def ours(collectors: list[Collector]) -> Callable[[], int]:
 
 
 def psutil_reads(psutil: Any) -> Callable[[], int]:
-    sensors = getattr(psutil, "sensors_temperatures", lambda: {})
+    sensors: Callable[[], object] = getattr(psutil, "sensors_temperatures", lambda: {})
 
     def cycle() -> int:
         psutil.cpu_times(percpu=True)

@@ -135,3 +135,16 @@ def test_rates_never_negative_on_any_reset(tmp_path: Path) -> None:
     rates = {s.name: s.value for s in network.collect(2) if s.name.endswith("_per_second")}
     assert rates == {"network.receive_bytes_per_second": 50.0,
                      "network.transmit_bytes_per_second": 450.0}
+
+
+def test_more_than_256_reported_interfaces_all_keep_their_rates(tmp_path: Path) -> None:
+    tree = Tree(tmp_path)
+    names = [f"eth{i}" for i in range(400)]
+    tree.write({n: (1000, 1000) for n in names}, {})
+    network, clock = make(tree, Options(max_interfaces=512))
+    network.collect(1)
+    tree.write({n: (2000, 3000) for n in names}, {})
+    clock.advance(5)
+    second = network.collect(2)
+    rates = {s.label("interface") for s in second if s.name == "network.transmit_bytes_per_second"}
+    assert rates == set(names)  # none forgotten between cycles

@@ -41,7 +41,8 @@ from belabox_metrics.validation import Reader
 
 DEFAULT_EXCLUDE = r"lo|docker.*|veth.*|br-.*|wlan.*mon|virbr.*"
 DEFAULT_MAX_INTERFACES = 32
-# Forget interfaces not seen for this many cycles beyond the cap (bounds memory).
+# Interfaces remembered beyond the cap (re-enumerated modems come and go); the least recently
+# seen are forgotten past it, which bounds memory.
 MAX_REMEMBERED = 256
 
 COUNTERS = (
@@ -250,8 +251,11 @@ class NetworkCollector:
             state.seen = cycle
         self._reported = chosen
         self._previous_at = now
-        if len(interfaces) > MAX_REMEMBERED:
-            for name in sorted(interfaces, key=lambda n: interfaces[n].seen)[:-MAX_REMEMBERED]:
+        # Keep everything that can be reported plus MAX_REMEMBERED more: trimming to a fixed
+        # 256 would forget reported interfaces when max_interfaces is larger, losing their rates.
+        remembered = self.options.max_interfaces + MAX_REMEMBERED
+        if len(interfaces) > remembered:
+            for name in sorted(interfaces, key=lambda n: interfaces[n].seen)[:-remembered]:
                 del interfaces[name]
         append(Sample(DROPPED, float(self.dropped), now_ms))
         return samples
