@@ -563,7 +563,8 @@ class Agent:
         notify("READY=1\nSTATUS=collecting")
         period = watchdog_period()
         next_ping = self.clock.monotonic()
-        while not self.stop.wait(min(0.5, period or 0.5)):
+        # The main thread only feeds the watchdog; a signal sets `stop` and wakes it at once.
+        while not self.stop.wait(period or 5.0):
             if period is not None and self.clock.monotonic() >= next_ping:
                 # Feed the watchdog only while both loops keep their promises.
                 if self.alive():
