@@ -58,7 +58,8 @@ def test_the_issue_example_parses() -> None:
         "srt-live-transmit", "sls", "mediamtx", "belaui", "openirl", "srtla-prom"]
     assert [s.timeout for s in options.sources][:5] == [2.0, 2.0, 2.0, 2.0, 0.5]
     assert options.sources[5].enabled is False
-    assert options.sources[3].options.token_file == "/etc/belabox-metrics/belaui-token"
+    # /etc is read-only under the hardened unit: the token goes to the state directory.
+    assert options.sources[3].options.token_file == "/var/lib/belabox-metrics/belaui-token"
     assert options.sources[1].key == "metrics[0].sources[1]"
 
 

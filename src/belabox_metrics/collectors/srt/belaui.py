@@ -271,7 +271,12 @@ def parse(reader: Any) -> Options:
     if not url.startswith(("ws://", "wss://")):
         reader.fail("url", f"{url!r} is not a ws:// or wss:// URL", "write e.g. `url: ws://127.0.0.1/`")
     password_file = reader.string("password_file", example="/etc/belabox-metrics/belaui-password")
-    default_token = os.path.join(os.path.dirname(password_file) or ".", "belaui-token")
+    # Under the hardened unit /etc/belabox-metrics is read-only: the token the agent writes
+    # goes to its state directory then; elsewhere (a dev box, tests) beside the password file.
+    if password_file.startswith("/etc/"):
+        default_token = "/var/lib/belabox-metrics/belaui-token"
+    else:
+        default_token = os.path.join(os.path.dirname(password_file) or ".", "belaui-token")
     return Options(
         url=url,
         password_file=password_file,
