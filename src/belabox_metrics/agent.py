@@ -368,7 +368,7 @@ class Agent:
                                      timeout=remote.timeout, budget=self.budget)
             destinations = [self.destination] if remote.enabled else []
             self.housekeeping = Housekeeping(queue, self.settings, destinations, self.clock, get("storage"))
-            self.stats = queue.stats(self.destination)
+            self.stats = queue.stats(self.destination, totals=False)
             while True:
                 self.upload_heartbeat.beat(remote.interval + 10)
                 if self.clock.wait(remote.interval, self.stop):
@@ -378,7 +378,7 @@ class Agent:
                 self.upload_heartbeat.beat(120)
                 self._storage_guard("housekeeping", self.housekeeping.run)
                 self._check_skew()
-                self.stats = queue.stats(self.destination)
+                self.stats = queue.stats(self.destination, totals=False)
             # Shutdown: wait for the last collection to be stored, then one last upload.
             self.collection_done.wait(timeout=remote.shutdown_grace)
             if remote.enabled:

@@ -74,7 +74,7 @@ class UploadState:
 
 @dataclass(frozen=True)
 class QueueStats:
-    samples: int
+    samples: int  # -1 when not counted (stats(totals=False))
     series: int
     pending: int
     oldest_pending_ms: int | None
@@ -436,9 +436,12 @@ class SampleQueue:
         return [(self._row(ts, sid, value), str(reason))
                 for ts, sid, value, reason in self.conn.execute(query + " ORDER BY id", params)]
 
-    def stats(self, destination: str) -> QueueStats:
+    def stats(self, destination: str, *, totals: bool = True) -> QueueStats:
+        """Queue figures. ``totals=False`` skips counting every stored sample (a full scan):
+        the agent refreshes these every upload cycle for health, which needs only the pending
+        count, and a week of samples is millions of rows on the encoder."""
         return QueueStats(
-            samples=self.count(),
+            samples=self.count() if totals else -1,
             series=int(self.conn.execute("SELECT COUNT(*) FROM series").fetchone()[0]),
             pending=self.pending_count(destination),
             oldest_pending_ms=self.oldest_pending_ms(destination),
