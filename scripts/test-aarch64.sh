@@ -13,7 +13,7 @@
 #      lists/cache dirs and sources (Debian bookworm arm64, python3.11) downloads the packages,
 #      `dpkg -x` unpacks them; rebuilt only when the package list changes.
 #   3. The bundle: scripts/build.sh --only aarch64 --python-versions 3.11 (or --bundle TGZ).
-#   4. The bundle's own install.sh --root WORK/root --no-systemctl --python <qemu wrapper>, in a
+#   4. The bundle's own install.sh --root WORK/staging --no-systemctl --python <qemu wrapper>, in a
 #      network namespace with no network (unshare -n), so pip can only use the bundle's wheels.
 #   5. The installed metrics-collector runs under qemu for --seconds (default 20) with host
 #      collectors, uploading to a real VictoriaMetrics on 127.0.0.1 (started here, or
@@ -247,7 +247,7 @@ EOF
 chmod 0755 "$WRAPPER"
 
 T0="$(now)"
-rm -rf "$WORK/unpacked" "$WORK/root"
+rm -rf "$WORK/unpacked" "$WORK/staging"
 mkdir -p "$WORK/unpacked"
 tar xzf "$BUNDLE" -C "$WORK/unpacked"
 BUNDLE_DIR="$(find "$WORK/unpacked" -mindepth 1 -maxdepth 1 -type d | head -n 1)"
@@ -266,13 +266,13 @@ else
 fi
 say "installing $(basename "$BUNDLE_DIR") with its install.sh (network: $NETWORK_NOTE)"
 if ! "${NO_NETWORK[@]}" env PIP_NO_INDEX=1 PIP_INDEX_URL=http://127.0.0.1:9/simple \
-        bash "$BUNDLE_DIR/install.sh" --root "$WORK/root" --no-systemctl --python "$WRAPPER" \
+        bash "$BUNDLE_DIR/install.sh" --root "$WORK/staging" --no-systemctl --python "$WRAPPER" \
         >"$WORK/install.log" 2>&1; then
     cat "$WORK/install.log" >&2
     die "install.sh failed (output above)"
 fi
 INSTALL_SECONDS="$(elapsed "$T0")"
-VENV="$WORK/root/opt/belabox-metrics/current"
+VENV="$WORK/staging/opt/belabox-metrics/current"
 [[ -x "$VENV/bin/metrics-collector" ]] || die "no $VENV/bin/metrics-collector after install"
 
 # Nothing of the caller's environment may put the source tree on the arm64 interpreter's path.

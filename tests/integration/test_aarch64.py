@@ -83,7 +83,7 @@ def test_aarch64_bundle_installs_offline_and_the_agent_runs_under_qemu(
     assert doc["python"].startswith("3.11."), doc
     assert "qemu-aarch64" in doc["agent_process_exe"], doc
     # From the installed venv, with PyYAML's aarch64 C extension: the bundle's wheels were used.
-    venv = work / "root" / "opt" / "belabox-metrics" / "current"
+    venv = work / "staging" / "opt" / "belabox-metrics" / "current"
     assert doc["package"].startswith(doc["prefix"] + "/") and Path(doc["prefix"]).resolve() == venv.resolve(), doc
     assert doc["libyaml"] is True, doc
     # The venv's base interpreter is the sysroot's arm64 python3.11.
