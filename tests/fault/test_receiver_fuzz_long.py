@@ -9,7 +9,6 @@ as JSON to BELABOX_FUZZ_REPORT if set)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import subprocess
@@ -31,7 +30,7 @@ property_under_test = unit.test_never_5xx_and_refusals_store_nothing.hypothesis.
 stats: dict[str, int | None] = {"examples": 0, "rss_at_warmup_kib": None, "rss_max_kib": 0}
 
 
-class ReceiverProcess:
+class ReceiverProcess(unit.ReceiverClient):
     """`metrics-receiver` on a loopback port, with the interface the unit property uses."""
 
     def __init__(self, tmp: Path) -> None:
@@ -43,20 +42,6 @@ class ReceiverProcess:
             env=ENV, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port("127.0.0.1", self.port, timeout=15, proc=self.proc)
 
-    def request(self, method: str, path: str, body: bytes | None,
-                headers: dict[str, str]) -> tuple[int, bytes, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read(), response.getheader("Content-Type", "")
-        finally:
-            conn.close()
-
-    def sample_count(self) -> int:
-        status, body, _ = self.request("GET", "/health", None, {})
-        assert status == 200, body
-        return int(json.loads(body)["samples"])
 
     def close(self) -> None:
         self.proc.terminate()

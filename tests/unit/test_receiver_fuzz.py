@@ -25,7 +25,28 @@ from tests.helpers import free_port, wait_for_port
 MAX_BODY_BYTES = 64 * 1024
 
 
-class InProcessReceiver:
+class ReceiverClient:
+    """What the fuzz property needs of a receiver on ``self.port``: requests and a count."""
+
+    port: int
+
+    def request(self, method: str, path: str, body: bytes | None,
+                headers: dict[str, str]) -> tuple[int, bytes, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read(), response.getheader("Content-Type", "")
+        finally:
+            conn.close()
+
+    def sample_count(self) -> int:
+        status, body, _ = self.request("GET", "/health", None, {})
+        assert status == 200, body
+        return int(json.loads(body)["samples"])
+
+
+class InProcessReceiver(ReceiverClient):
     def __init__(self, db: Path) -> None:
         self.port = free_port()
         self.db = db
@@ -59,20 +80,6 @@ class InProcessReceiver:
         if self.error is not None:
             raise self.error
 
-    def request(self, method: str, path: str, body: bytes | None,
-                headers: dict[str, str]) -> tuple[int, bytes, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read(), response.getheader("Content-Type", "")
-        finally:
-            conn.close()
-
-    def sample_count(self) -> int:
-        status, body, _ = self.request("GET", "/health", None, {})
-        assert status == 200, body
-        return int(json.loads(body)["samples"])
 
 
 @pytest.fixture(scope="module")
