@@ -27,10 +27,11 @@ from belabox_metrics.health.server import HealthServer
 from belabox_metrics.health.status import CollectorState, Snapshot, Thresholds, evaluate
 from belabox_metrics.logs import event, get, redact_url
 from belabox_metrics.model import Sample, make_labels
+from belabox_metrics.priority import CLASS_NAMES, classifier
 from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector
-from belabox_metrics.store.queue import QueueStats, SampleQueue
+from belabox_metrics.store.queue import QueueStats, SampleQueue, SeriesLanes
 from belabox_metrics.timesync import ClockTrust, SkewMeasurement, measure_skew
 from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import wire_format
@@ -290,6 +291,9 @@ class Agent:
         self.budget: TokenBucket | None = None
         if remote.bandwidth.max_bytes_per_second > 0:
             self.budget = TokenBucket(self.clock, remote.bandwidth, live=self.stream_live)
+        # Shared by the threads' queues: which priority lane (class) each series is in.
+        self.series_lanes = SeriesLanes(classifier(remote.priority))
+        self.classes_waiting = 0
         self.trust: ClockTrust | None = None
         self.held_total = 0
         self.restamped_total = 0
@@ -308,7 +312,11 @@ class Agent:
                                  skew_warn_ms=settings.monitoring.clock_skew_warn_threshold_ms)
 
     def _open_queue(self) -> SampleQueue:
-        return SampleQueue.open(self.settings.storage.path)
+        return SampleQueue.open(self.settings.storage.path, lanes=self.series_lanes)
+
+    def upload_lanes(self) -> tuple[int, ...]:
+        """The priority classes the uploader serves now, P0 first: fewer while live."""
+        return self.settings.remote.priority.lanes(self.stream_live())
 
     # -- collection --------------------------------------------------------------------
     def stream_live(self) -> bool:
@@ -365,8 +373,9 @@ class Agent:
                                      fmt=wire_format(remote.format, self.settings.device.id),
                                      clock=self.clock, log=get("upload"), policy=upload_policy(self.settings),
                                      headers=self.headers, stop=self.stop, heartbeat=self.upload_heartbeat,
-                                     timeout=remote.timeout, budget=self.budget)
+                                     timeout=remote.timeout, budget=self.budget, lanes=self.upload_lanes)
             destinations = [self.destination] if remote.enabled else []
+            self._apply_classes(queue, destinations)
             self.housekeeping = Housekeeping(queue, self.settings, destinations, self.clock, get("storage"))
             self.stats = queue.stats(self.destination, totals=False)
             while True:
@@ -376,6 +385,8 @@ class Agent:
                 if remote.enabled:
                     self._storage_guard("upload", self.uploader.run_cycle)
                 self.upload_heartbeat.beat(120)
+                if self.classes_waiting:
+                    self._apply_classes(queue, destinations)
                 self._storage_guard("housekeeping", self.housekeeping.run)
                 self._check_skew()
                 self.stats = queue.stats(self.destination, totals=False)
@@ -395,6 +406,21 @@ class Agent:
         finally:
             self.transport.close()
             queue.close()
+
+    def _apply_classes(self, queue: SampleQueue, destinations: Sequence[str]) -> None:
+        """Series whose priority class the config changed move lanes when that is safe."""
+        try:
+            moved, waiting = queue.apply_classes(destinations)
+        except sqlite3.OperationalError as exc:
+            event(self.log, logging.WARNING, "could not apply priority classes; retrying next cycle", error=str(exc))
+            self.classes_waiting = max(self.classes_waiting, 1)
+            return
+        if moved:
+            event(self.log, logging.INFO, "priority classes changed by the config applied", series=moved)
+        if waiting and not self.classes_waiting:
+            event(self.log, logging.INFO, "priority classes changed by the config: applied once the backlog is sent",
+                  series=waiting)
+        self.classes_waiting = waiting
 
     def _storage_guard(self, step: str, work: Callable[[], object]) -> None:
         """A full disk or an I/O error fails this step, not the agent: rows stay pending
@@ -454,7 +480,9 @@ class Agent:
             skew_url=redact_url(self.settings.monitoring.clock_skew_url) if self.settings.monitoring.clock_skew_url
             else None,
             extra={"device_id": self.settings.device.id, "session_id": self.session_id, "version": __version__,
-                   "bandwidth": self._bandwidth_state()},
+                   "bandwidth": self._bandwidth_state(),
+                   "pending_by_class": stats.pending_by_class if stats else {},
+                   "classes_served": [CLASS_NAMES[lane] for lane in self.upload_lanes()]},
         )
 
     def _bandwidth_state(self) -> dict[str, object]:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from belabox_metrics.collectors.base import MetricSettings, lookup
+from belabox_metrics.priority import CLASS_NAMES, PrioritySettings, class_index
 from belabox_metrics.upload.bandwidth import BandwidthSettings
 from belabox_metrics.validation import ConfigError, Reader, join_key
 
@@ -58,12 +59,13 @@ class RemoteSettings:
     max_request_bytes: int = 256 * 1024
     format: str = "json"
     shutdown_grace: float = 5.0
-    newest_first: bool = True
+    newest_first: bool = False
     max_sample_age: float = 30 * 86400.0
     max_future: float = 86400.0
     token_file: str | None = None
     retry: RetrySettings = field(default_factory=lambda: RetrySettings())
     bandwidth: BandwidthSettings = field(default_factory=lambda: BandwidthSettings())
+    priority: PrioritySettings = field(default_factory=lambda: PrioritySettings())
 
 
 @dataclass(frozen=True)
@@ -285,12 +287,13 @@ def _parse_remote(reader: Reader) -> RemoteSettings:
         max_request_bytes=reader.size("max_request_bytes", 256 * 1024),
         format=reader.string("format", "json", choices=REMOTE_FORMATS),
         shutdown_grace=reader.duration("shutdown_grace", 5.0, minimum=0, maximum=300),
-        newest_first=reader.boolean("newest_first", True),
+        newest_first=reader.boolean("newest_first", False),
         max_sample_age=reader.duration("max_sample_age", 30 * 86400.0, minimum=60),
         max_future=reader.duration("max_future", 86400.0, minimum=1, maximum=2 * 86400.0),
         token_file=reader.string("token_file", None, example="/etc/belabox-metrics/api-token"),
         retry=_parse_retry(reader.section("retry")),
         bandwidth=_parse_bandwidth(reader.section("bandwidth")),
+        priority=_parse_priority(reader.section("priority")),
     )
     if settings.max_request_bytes < 1024:
         reader.fail("max_request_bytes", "is below 1KiB", "use e.g. 256KiB")
@@ -313,6 +316,32 @@ def _parse_bandwidth(reader: Reader) -> BandwidthSettings:
                     "use a small rate like 8KiB (0 means no limit only when both are 0)")
     reader.finish()
     return bandwidth
+
+
+def _parse_priority(reader: Reader) -> PrioritySettings:
+    defaults = PrioritySettings()
+    classes = defaults.classes
+    if reader.raw("classes", None) is not None:
+        given = reader.section("classes")
+        for name in given.data:
+            if name not in CLASS_NAMES:
+                given.fail(str(name), "is not a priority class", f"use {', '.join(CLASS_NAMES)}")
+        patterns = [given.strings(name, []) for name in CLASS_NAMES]
+        for name, listed in zip(CLASS_NAMES, patterns, strict=True):
+            if any(not p.strip() for p in listed):
+                given.fail(name, "holds an empty pattern", 'remove it, or write a pattern like "srt.*"')
+        classes = tuple(tuple(listed) for listed in patterns)
+    default_class = class_index(reader.string("default_class", "P2", choices=CLASS_NAMES))
+    live_names = reader.strings("while_live", [CLASS_NAMES[i] for i in defaults.while_live])
+    for name in live_names:
+        if name not in CLASS_NAMES:
+            reader.fail("while_live", f"{name!r} is not a priority class", f"use {', '.join(CLASS_NAMES)}")
+    if "P0" not in live_names:
+        reader.fail("while_live", "does not include P0",
+                    "P0 is what you watch during a stream (link health, temperatures): list it first")
+    reader.finish()
+    return PrioritySettings(classes=classes, default_class=default_class,
+                            while_live=tuple(sorted({class_index(n) for n in live_names})))
 
 
 def _parse_retry(reader: Reader) -> RetrySettings:

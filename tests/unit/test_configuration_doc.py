@@ -31,6 +31,7 @@ import pytest
 
 from belabox_metrics import config as config_module
 from belabox_metrics.collectors.base import MetricSettings, registry
+from belabox_metrics.priority import PrioritySettings, class_index
 from belabox_metrics.validation import ConfigError, Reader, parse_duration, parse_size
 from tests.helpers import REPO_ROOT
 
@@ -159,7 +160,8 @@ def keys_config_reads(monkeypatch: pytest.MonkeyPatch) -> set[str]:
 # -- defaults -------------------------------------------------------------------------
 
 # Options whose default the doc states in words because the code has none to compare.
-DEFAULT_IN_WORDS = {"metrics[].interval": "per collector"}
+DEFAULT_IN_WORDS = {"metrics[].interval": "per collector",
+                    "remote.priority.classes": "see below"}  # test_default_priority_classes_are_documented
 REQUIRED = object()
 
 
@@ -182,6 +184,8 @@ def doc_default(kind: str, cell: str) -> object:
     parsers: dict[str, Callable[[str], object]] = {
         "duration": lambda t: parse_duration(t, "doc"), "size": lambda t: parse_size(t, "doc"),
         "integer": int, "number": float, "boolean": {"true": True, "false": False}.__getitem__,
+        "class": class_index,
+        "list of classes": lambda t: tuple(class_index(c.strip()) for c in t.strip("[]").split(",")),
     }
     return parsers.get(kind, str)(text)
 
@@ -283,3 +287,12 @@ def test_every_collector_section_states_its_default_interval() -> None:
         stated = re.search(r"Default interval\s+`([^`]+)`", section.group(1))
         assert stated, f"{name}: no 'Default interval `...`'"
         assert parse_duration(stated.group(1), name) == spec.default_interval, name
+
+
+def test_default_priority_classes_are_documented() -> None:
+    # The doc's YAML example of the defaults, parsed as a config, gives the code's defaults.
+    block = re.search(r"The default classes:\n\n```yaml\n(.*?)```", DOC.read_text(), re.S)
+    assert block, "docs/configuration.md: the default classes example is missing"
+    text = "device: {id: box}\nstorage: {path: m.db}\nmetrics: [{name: memory}]\n" + block.group(1).replace(
+        "remote:\n", "remote:\n  url: http://127.0.0.1:8428/api/v1/import\n", 1)
+    assert config_module.parse_config(text).remote.priority == PrioritySettings()

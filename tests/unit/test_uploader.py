@@ -109,7 +109,7 @@ def test_one_line_per_series_per_request(queue: SampleQueue) -> None:
 def test_after_an_outage_newest_go_first_then_backlog_oldest_first(queue: SampleQueue) -> None:
     fill(queue, 35)
     transport = ScriptedTransport()
-    make(queue, transport).run_cycle()
+    make(queue, transport, newest_first=True).run_cycle()
     firsts = [transport.values(i) for i in range(len(transport.requests))]
     assert firsts[0] == [float(i) for i in range(25, 35)]          # the newest chunk
     assert firsts[1] == [float(i) for i in range(0, 10)]           # then the backlog, oldest first
@@ -118,14 +118,14 @@ def test_after_an_outage_newest_go_first_then_backlog_oldest_first(queue: Sample
     # Marks merged: new samples continue after the newest, nothing is resent.
     fill(queue, 2, start_ms=NOW_MS)
     transport2 = ScriptedTransport()
-    make(queue, transport2).run_cycle()
+    make(queue, transport2, newest_first=True).run_cycle()
     assert transport2.values() == [0.0, 1.0] and pending(queue) == 0
 
 
 def test_fresh_samples_collected_during_a_drain_go_before_the_rest_of_the_backlog(queue: SampleQueue) -> None:
     fill(queue, 40)
     transport = ScriptedTransport(Response(204), Response(204), Response(503, {}, b""))
-    up = make(queue, transport, max_attempts=1)
+    up = make(queue, transport, max_attempts=1, newest_first=True)
     up.run_cycle()  # newest 30..39, backlog 0..9, then a failure
     queue.append([Sample("cpu.temperature", 1000.0, NOW_MS, make_labels(zone="z0"))])
     transport.answers = []

@@ -10,6 +10,11 @@ high-water mark plus one "fresh" range, not a flag per row:
 - After an outage the newest chunk goes first (the "fresh" range), so the remote view is
   current at once; the backlog between the mark and fresh_lo then drains oldest first, and
   when it reaches fresh_lo the two ranges merge into the mark again.
+- Every series is in one upload lane, its priority class (P0 ... P3, store/schema.py v4),
+  and the mark and fresh range are kept per (destination, lane): a lane is served only
+  when every lane before it has nothing pending, so the important series (link health,
+  temperatures) are current first while the rest drain behind them, each lane oldest
+  first, so each series arrives in time order.
 - A sample stored with a key inside an acknowledged range (the wall clock stepped back, a
   clock sync re-stamped it, a slow source) is recorded in ``late_samples`` and sent before
   anything else, so a mark on time never strands a sample. Both places where that can
@@ -23,7 +28,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -37,6 +42,26 @@ from belabox_metrics.store.schema import MIGRATIONS
 Key = tuple[int, int]  # (timestamp_ms, series_id)
 NUMERIC, TEXT = 0, 1
 NO_KEY: Key = (-(2**62), -1)
+LANES = (0, 1, 2, 3)  # priority classes P0 (first) ... P3
+DEFAULT_LANE = 2
+# An empty lane's mark is moved up to the newest sample once it trails by this much, so
+# looking for its rows never scans a long stretch of other lanes' samples.
+SKIP_AHEAD_MS = 10 * 60_000
+_IN_LANE = "series_id IN (SELECT id FROM series WHERE lane = ?)"
+
+
+def lane_name(lane: int) -> str:
+    return f"P{lane}"
+
+
+class SeriesLanes:
+    """Which lane each series is in. One object is shared by the queues of one process (the
+    collection and upload threads each open their own), so a lane change made under the
+    write lock by one is seen by the other as soon as it takes the lock."""
+
+    def __init__(self, classify: Callable[[str], int] | None = None) -> None:
+        self.classify: Callable[[str], int] = classify or (lambda name: DEFAULT_LANE)
+        self.of_series: dict[int, int] = {}
 
 
 class Row(NamedTuple):
@@ -50,10 +75,11 @@ class Row(NamedTuple):
 
 
 class Claim(NamedTuple):
-    """Rows handed to an uploader, ascending by key, from one region of the queue."""
+    """Rows handed to an uploader, ascending by key, from one region of one lane."""
 
     region: str  # "late" | "fresh" | "backlog"
     rows: list[Row]
+    lane: int = -1  # -1 for late rows (any lane)
 
 
 @dataclass(frozen=True)
@@ -77,6 +103,7 @@ class QueueStats:
     samples: int  # -1 when not counted (stats(totals=False))
     series: int
     pending: int
+    pending_by_class: dict[str, int]  # lanes holding series, late samples counted in their lane
     oldest_pending_ms: int | None
     dead_letters: int
     db_bytes: int
@@ -84,23 +111,24 @@ class QueueStats:
 
 
 class SampleQueue:
-    def __init__(self, conn: sqlite3.Connection, path: str = ":memory:") -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str = ":memory:", lanes: SeriesLanes | None = None) -> None:
         self.conn = conn
         self.path = path
+        self.lanes = lanes or SeriesLanes()
         self._series_ids: dict[tuple[str, str, int], int] = {}
         # By the label tuple itself: encoding labels to JSON per sample was 75 % of append.
         self._ids_by_labels: dict[tuple[str, Labels, int], int] = {}
         self._series: dict[int, tuple[str, Labels, int]] = {}
 
     @classmethod
-    def open(cls, path: str, device_id: str | None = None) -> SampleQueue:
+    def open(cls, path: str, device_id: str | None = None, lanes: SeriesLanes | None = None) -> SampleQueue:
         conn = connect(path)
         try:
             migrate(conn, MIGRATIONS, path=path)
         except Exception:
             conn.close()
             raise
-        return cls(conn, path)
+        return cls(conn, path, lanes)
 
     def close(self) -> None:
         self.conn.close()
@@ -111,13 +139,26 @@ class SampleQueue:
         found = self._series_ids.get(key)
         if found is None:
             self.conn.execute(
-                "INSERT OR IGNORE INTO series (name, labels, value_type) VALUES (?, ?, ?)", key
+                "INSERT OR IGNORE INTO series (name, labels, value_type, lane) VALUES (?, ?, ?, ?)",
+                (*key, self.lanes.classify(name)),
             )
-            found = int(self.conn.execute(
-                "SELECT id FROM series WHERE name = ? AND labels = ? AND value_type = ?", key
-            ).fetchone()[0])
+            row = self.conn.execute(
+                "SELECT id, lane FROM series WHERE name = ? AND labels = ? AND value_type = ?", key
+            ).fetchone()
+            found = int(row[0])
             self._series_ids[key] = found
+            self.lanes.of_series[found] = int(row[1])
         return found
+
+    def lane_of(self, series_id: int) -> int:
+        lane = self.lanes.of_series.get(series_id)
+        if lane is None:
+            row = self.conn.execute("SELECT lane FROM series WHERE id = ?", (series_id,)).fetchone()
+            lane = self.lanes.of_series[series_id] = int(row[0]) if row else DEFAULT_LANE
+        return lane
+
+    def lanes_in_use(self) -> list[int]:
+        return [int(r[0]) for r in self.conn.execute("SELECT DISTINCT lane FROM series ORDER BY lane")]
 
     def series(self, series_id: int) -> tuple[str, Labels, int]:
         found = self._series.get(series_id)
@@ -162,13 +203,16 @@ class SampleQueue:
         if not states:
             return
         newest_sent_ts = max(state.highest[0] for state in states.values())
-        late = [
-            (destination, ts, sid)
-            for ts, sid, _ in rows
-            if ts <= newest_sent_ts
-            for destination, state in states.items()
-            if state.is_sent((ts, sid))
-        ]
+        destinations = {destination for destination, _ in states}
+        late = []
+        for ts, sid, _ in rows:
+            if ts > newest_sent_ts:
+                continue
+            lane = self.lane_of(sid)
+            for destination in destinations:
+                state = states.get((destination, lane))
+                if state is not None and state.is_sent((ts, sid)):
+                    late.append((destination, ts, sid))
         if late:
             self.conn.executemany(
                 "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)", late
@@ -219,74 +263,116 @@ class SampleQueue:
         return int(row[0]) if row and row[0] is not None else None
 
     # -- upload state ----------------------------------------------------------------
-    def _states(self) -> dict[str, UploadState]:
+    def _states(self) -> dict[tuple[str, int], UploadState]:
         return {
-            str(r[0]): _state_from_row(r[1:])
+            (str(r[0]), int(r[1])): _state_from_row(r[2:])
             for r in self.conn.execute(
-                "SELECT destination, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, fresh_hi_sid "
-                "FROM upload_state"
+                "SELECT destination, lane, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, "
+                "fresh_hi_sid FROM upload_state"
             )
         }
 
-    def state(self, destination: str) -> UploadState:
+    def state(self, destination: str, lane: int) -> UploadState:
         row = self.conn.execute(
             "SELECT mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, fresh_hi_sid "
-            "FROM upload_state WHERE destination = ?",
-            (destination,),
+            "FROM upload_state WHERE destination = ? AND lane = ?",
+            (destination, lane),
         ).fetchone()
         return _state_from_row(row) if row else UploadState()
 
-    def _save_state(self, destination: str, state: UploadState) -> None:
+    def lane_states(self, destination: str) -> dict[int, UploadState]:
+        return {lane: self.state(destination, lane) for lane in LANES}
+
+    def is_sent(self, destination: str, key: Key, states: dict[int, UploadState] | None = None) -> bool:
+        """Whether ``destination`` acknowledged the sample with ``key`` (late ones aside)."""
+        states = states if states is not None else self.lane_states(destination)
+        return states[self.lane_of(key[1])].is_sent(key)
+
+    def _save_state(self, destination: str, lane: int, state: UploadState) -> None:
         lo = state.fresh_lo or (None, None)
         hi = state.fresh_hi or (None, None)
         self.conn.execute(
-            "INSERT INTO upload_state (destination, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, "
-            "fresh_hi_ts, fresh_hi_sid, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(destination) DO UPDATE SET mark_ts = excluded.mark_ts, mark_sid = excluded.mark_sid, "
-            "fresh_lo_ts = excluded.fresh_lo_ts, fresh_lo_sid = excluded.fresh_lo_sid, "
-            "fresh_hi_ts = excluded.fresh_hi_ts, fresh_hi_sid = excluded.fresh_hi_sid, "
-            "updated_at_ms = excluded.updated_at_ms",
-            (destination, *state.mark, *lo, *hi, int(time.time() * 1000)),
+            "INSERT INTO upload_state (destination, lane, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, "
+            "fresh_hi_ts, fresh_hi_sid, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(destination, lane) DO UPDATE SET mark_ts = excluded.mark_ts, "
+            "mark_sid = excluded.mark_sid, fresh_lo_ts = excluded.fresh_lo_ts, "
+            "fresh_lo_sid = excluded.fresh_lo_sid, fresh_hi_ts = excluded.fresh_hi_ts, "
+            "fresh_hi_sid = excluded.fresh_hi_sid, updated_at_ms = excluded.updated_at_ms",
+            (destination, lane, *state.mark, *lo, *hi, int(time.time() * 1000)),
         )
 
     # -- reading what is pending -------------------------------------------------------
-    def _select(self, where: str, params: Sequence[object], limit: int, descending: bool = False) -> list[Row]:
+    def _select(self, lane: int, where: str, params: Sequence[object], limit: int,
+                descending: bool = False) -> list[Row]:
         order = "DESC" if descending else "ASC"
         rows = self.conn.execute(
-            f"SELECT ts, series_id, value FROM samples WHERE {where} "
+            f"SELECT ts, series_id, value FROM samples WHERE {where} AND {_IN_LANE} "
             f"ORDER BY ts {order}, series_id {order} LIMIT ?",
-            (*params, limit),
+            (*params, lane, limit),
         ).fetchall()
         if descending:
             rows.reverse()
         return [self._row(*r) for r in rows]
 
-    def next_batch(self, destination: str, limit: int, *, newest_first: bool = True) -> Claim | None:
-        """The next rows to send: late ones first, then the newest data, then the backlog
-        oldest first. ``None`` when nothing is pending."""
+    def next_batch(self, destination: str, limit: int, *, newest_first: bool = False,
+                   lanes: Sequence[int] = LANES) -> Claim | None:
+        """The next rows to send: late ones first, then the first of ``lanes`` (in the order
+        given) with anything pending. ``None`` when nothing in those lanes is pending."""
+        in_use = set(self.lanes_in_use())
+        serve = [lane for lane in lanes if lane in in_use]
+        if not serve:
+            return None
+        marks = ",".join("?" * len(serve))
         late = self.conn.execute(
             "SELECT s.ts, s.series_id, s.value FROM late_samples l "
             "JOIN samples s ON s.ts = l.ts AND s.series_id = l.series_id "
-            "WHERE l.destination = ? ORDER BY l.ts, l.series_id LIMIT ?",
-            (destination, limit),
+            f"WHERE l.destination = ? AND l.series_id IN (SELECT id FROM series WHERE lane IN ({marks})) "
+            "ORDER BY l.ts, l.series_id LIMIT ?",
+            (destination, *serve, limit),
         ).fetchall()
         if late:
             return Claim("late", [self._row(*r) for r in late])
-        state = self.state(destination)
+        for lane in serve:
+            claim = self._lane_batch(destination, lane, limit, newest_first)
+            if claim is not None:
+                return claim
+        return None
+
+    def _lane_batch(self, destination: str, lane: int, limit: int, newest_first: bool) -> Claim | None:
+        state = self.state(destination, lane)
         if state.fresh_lo is not None and state.fresh_hi is not None:
-            rows = self._select("(ts, series_id) > (?, ?)", state.fresh_hi, limit)
+            rows = self._select(lane, "(ts, series_id) > (?, ?)", state.fresh_hi, limit)
             if rows:
-                return Claim("fresh", rows)
-            rows = self._select("(ts, series_id) > (?, ?) AND (ts, series_id) < (?, ?)",
+                return Claim("fresh", rows, lane)
+            rows = self._select(lane, "(ts, series_id) > (?, ?) AND (ts, series_id) < (?, ?)",
                                 (*state.mark, *state.fresh_lo), limit)
-            return Claim("backlog", rows) if rows else None
-        rows = self._select("(ts, series_id) > (?, ?)", state.mark, limit + 1)
+            return Claim("backlog", rows, lane) if rows else None
+        rows = self._select(lane, "(ts, series_id) > (?, ?)", state.mark, limit + 1)
         if not rows:
+            self._skip_ahead(destination, lane, state)
             return None
         if len(rows) <= limit or not newest_first:
-            return Claim("backlog", rows[:limit])
+            return Claim("backlog", rows[:limit], lane)
         # More than one request's worth is pending: the newest chunk goes first.
-        return Claim("fresh", self._select("(ts, series_id) > (?, ?)", state.mark, limit, descending=True))
+        return Claim("fresh", self._select(lane, "(ts, series_id) > (?, ?)", state.mark, limit, descending=True),
+                     lane)
+
+    def _skip_ahead(self, destination: str, lane: int, state: UploadState) -> None:
+        """Nothing of ``lane`` is pending: when its mark trails the newest sample by a long
+        stretch (its series stopped, e.g. SRT between streams), move it up, so the next look
+        for its rows does not scan other lanes' samples from there. Checked again under the
+        write lock: a row of the lane committed meanwhile keeps the mark where it is."""
+        newest = self.conn.execute(
+            "SELECT ts, series_id FROM samples ORDER BY ts DESC, series_id DESC LIMIT 1").fetchone()
+        if newest is None or newest[0] - state.mark[0] < SKIP_AHEAD_MS:
+            return
+        top: Key = (int(newest[0]), int(newest[1]))
+        with transaction(self.conn):
+            if self.state(destination, lane) != state or self.conn.execute(
+                    f"SELECT 1 FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE} LIMIT 1",
+                    (*state.mark, lane)).fetchone():
+                return
+            self._save_state(destination, lane, UploadState(max(top, state.mark)))
 
     # -- acknowledging ---------------------------------------------------------------
     def ack(self, destination: str, claim: Claim, count: int | None = None,
@@ -313,7 +399,8 @@ class SampleQueue:
                     [(destination, r.ts, r.series_id) for r in acked],
                 )
                 return
-            state = self.state(destination)
+            lane = claim.lane
+            state = self.state(destination, lane)
             first, last = acked[0].key, acked[-1].key
             if claim.region == "fresh":
                 if state.fresh_lo is None:
@@ -324,15 +411,17 @@ class SampleQueue:
             else:
                 lower = state.mark
                 new_state = UploadState(max(last, state.mark), state.fresh_lo, state.fresh_hi)
-            self._record_stragglers(destination, lower, last, acked)
-            self._save_state(destination, self._merged(new_state))
+            self._record_stragglers(destination, lane, lower, last, acked)
+            self._save_state(destination, lane, self._merged(lane, new_state))
 
-    def _record_stragglers(self, destination: str, lower: Key, upper: Key, acked: Sequence[Row]) -> None:
-        """Rows inside (lower, upper] that the acknowledged request did not carry (committed
-        after the claim was read, with an older timestamp) become late, never skipped."""
+    def _record_stragglers(self, destination: str, lane: int, lower: Key, upper: Key,
+                           acked: Sequence[Row]) -> None:
+        """Rows of the lane inside (lower, upper] that the acknowledged request did not carry
+        (committed after the claim was read, with an older timestamp) become late, never
+        skipped."""
         in_range = int(self.conn.execute(
-            "SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) <= (?, ?)",
-            (*lower, *upper),
+            f"SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) <= (?, ?) "
+            f"AND {_IN_LANE}", (*lower, *upper, lane),
         ).fetchone()[0])
         if in_range == len(acked):
             return
@@ -340,8 +429,8 @@ class SampleQueue:
         stragglers = [
             (destination, ts, sid)
             for ts, sid in self.conn.execute(
-                "SELECT ts, series_id FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) <= (?, ?)",
-                (*lower, *upper),
+                f"SELECT ts, series_id FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) <= (?, ?) "
+                f"AND {_IN_LANE}", (*lower, *upper, lane),
             )
             if (ts, sid) not in carried
         ]
@@ -349,44 +438,90 @@ class SampleQueue:
             "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)", stragglers
         )
 
-    def _merged(self, state: UploadState) -> UploadState:
-        """Fold the fresh range into the mark once nothing is pending between them."""
+    def _merged(self, lane: int, state: UploadState) -> UploadState:
+        """Fold the fresh range into the mark once nothing of the lane is pending between them."""
         if state.fresh_lo is None or state.fresh_hi is None:
             return state
         gap = self.conn.execute(
-            "SELECT 1 FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) < (?, ?) LIMIT 1",
-            (*state.mark, *state.fresh_lo),
+            f"SELECT 1 FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) < (?, ?) AND {_IN_LANE} "
+            "LIMIT 1",
+            (*state.mark, *state.fresh_lo, lane),
         ).fetchone()
         if gap is None:
             return UploadState(max(state.mark, state.fresh_hi))
         return state
 
+    # -- priority classes ------------------------------------------------------------
+    def apply_classes(self, destinations: Sequence[str]) -> tuple[int, int]:
+        """Move series whose class the config now says differs from the stored one.
+
+        A move is made only when it cannot change what counts as sent: for every destination
+        the two lanes' progress is identical, or nothing at all is pending (then every lane's
+        mark is set to the newest sample, which is true of each). Otherwise the moves wait
+        (call again later: the agent does after each upload cycle). Returns (moved, waiting)."""
+        with transaction(self.conn):
+            moves = [(int(sid), int(old), new) for sid, name, old in
+                     self.conn.execute("SELECT id, name, lane FROM series")
+                     if (new := self.lanes.classify(str(name))) != old]
+            if not moves:
+                return 0, 0
+            involved = {lane for _, old, new in moves for lane in (old, new)}
+            unify = []
+            for destination in destinations:
+                states = self.lane_states(destination)
+                if len({states[lane] for lane in involved}) == 1:
+                    continue
+                if self.pending_count(destination) != 0:
+                    return 0, len(moves)
+                unify.append((destination, states))
+            if unify:
+                newest = self.conn.execute(
+                    "SELECT ts, series_id FROM samples ORDER BY ts DESC, series_id DESC LIMIT 1").fetchone()
+                for destination, states in unify:
+                    top = max([state.highest for state in states.values()]
+                              + ([(int(newest[0]), int(newest[1]))] if newest else []))
+                    for lane in LANES:
+                        self._save_state(destination, lane, UploadState(top))
+            self.conn.executemany("UPDATE series SET lane = ? WHERE id = ?", [(new, sid) for sid, _, new in moves])
+        # After the commit: the other thread's queue reads lanes only under the write lock.
+        for sid, _, new in moves:
+            self.lanes.of_series[sid] = new
+        return len(moves), 0
+
     # -- inspection ------------------------------------------------------------------
-    def pending_count(self, destination: str) -> int:
-        state = self.state(destination)
-        after_mark = int(self.conn.execute(
-            "SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?)", state.mark
-        ).fetchone()[0])
-        in_fresh = 0
-        if state.fresh_lo is not None and state.fresh_hi is not None:
-            in_fresh = int(self.conn.execute(
-                "SELECT COUNT(*) FROM samples WHERE (ts, series_id) >= (?, ?) AND (ts, series_id) <= (?, ?)",
-                (*state.fresh_lo, *state.fresh_hi),
+    def pending_by_lane(self, destination: str) -> dict[int, int]:
+        """Samples not yet acknowledged by ``destination``, per lane holding series."""
+        pending: dict[int, int] = {}
+        for lane in self.lanes_in_use():
+            state = self.state(destination, lane)
+            after_mark = int(self.conn.execute(
+                f"SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE}", (*state.mark, lane)
             ).fetchone()[0])
-        late = int(self.conn.execute(
-            "SELECT COUNT(*) FROM late_samples WHERE destination = ?", (destination,)
-        ).fetchone()[0])
-        return after_mark - in_fresh + late
+            in_fresh = 0
+            if state.fresh_lo is not None and state.fresh_hi is not None:
+                in_fresh = int(self.conn.execute(
+                    f"SELECT COUNT(*) FROM samples WHERE (ts, series_id) >= (?, ?) AND (ts, series_id) <= (?, ?) "
+                    f"AND {_IN_LANE}", (*state.fresh_lo, *state.fresh_hi, lane),
+                ).fetchone()[0])
+            late = int(self.conn.execute(
+                f"SELECT COUNT(*) FROM late_samples WHERE destination = ? AND {_IN_LANE}", (destination, lane)
+            ).fetchone()[0])
+            pending[lane] = after_mark - in_fresh + late
+        return pending
+
+    def pending_count(self, destination: str) -> int:
+        return sum(self.pending_by_lane(destination).values())
 
     def oldest_pending_ms(self, destination: str) -> int | None:
-        state = self.state(destination)
-        candidates = [
-            r[0] for r in (
-                self.conn.execute("SELECT MIN(ts) FROM late_samples WHERE destination = ?", (destination,)).fetchone(),
-                self.conn.execute("SELECT ts FROM samples WHERE (ts, series_id) > (?, ?) ORDER BY ts, series_id "
-                                  "LIMIT 1", state.mark).fetchone(),
-            ) if r is not None and r[0] is not None
-        ]
+        row = self.conn.execute("SELECT MIN(ts) FROM late_samples WHERE destination = ?", (destination,)).fetchone()
+        candidates = [int(row[0])] if row and row[0] is not None else []
+        for lane in self.lanes_in_use():
+            state = self.state(destination, lane)
+            first = self.conn.execute(
+                f"SELECT ts FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE} ORDER BY ts, series_id "
+                "LIMIT 1", (*state.mark, lane)).fetchone()
+            if first is not None:
+                candidates.append(int(first[0]))
         return min(candidates) if candidates else None
 
     def count(self) -> int:
@@ -405,7 +540,7 @@ class SampleQueue:
                 "SELECT s.ts, s.series_id, s.value FROM samples s JOIN series r ON r.id = s.series_id "
                 "WHERE r.name = ? ORDER BY s.ts DESC, s.series_id DESC LIMIT ?", (metric, last)
             ).fetchall()
-        state = self.state(destination) if destination else UploadState()
+        states = self.lane_states(destination) if destination else {}
         late = set()
         if destination:
             late = {(int(a), int(b)) for a, b in self.conn.execute(
@@ -413,7 +548,8 @@ class SampleQueue:
         out = []
         for ts, sid, value in reversed(raw):
             row = self._row(ts, sid, value)
-            out.append((row, destination is not None and state.is_sent(row.key) and row.key not in late))
+            sent = destination is not None and self.is_sent(destination, row.key, states) and row.key not in late
+            out.append((row, sent))
         return out
 
     def latest_per_series(self, since_ms: int) -> list[Row]:
@@ -440,10 +576,12 @@ class SampleQueue:
         """Queue figures. ``totals=False`` skips counting every stored sample (a full scan):
         the agent refreshes these every upload cycle for health, which needs only the pending
         count, and a week of samples is millions of rows on the encoder."""
+        by_lane = self.pending_by_lane(destination)
         return QueueStats(
             samples=self.count() if totals else -1,
             series=int(self.conn.execute("SELECT COUNT(*) FROM series").fetchone()[0]),
-            pending=self.pending_count(destination),
+            pending=sum(by_lane.values()),
+            pending_by_class={lane_name(lane): count for lane, count in by_lane.items()},
             oldest_pending_ms=self.oldest_pending_ms(destination),
             dead_letters=int(self.conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]),
             db_bytes=_file_size(self.path),
@@ -464,16 +602,16 @@ class SampleQueue:
         """Delete samples older than ``older_than_ms`` that every destination acknowledged."""
         if not destinations:
             return 0
-        states = [self.state(d) for d in destinations]
-        mark = min(s.mark for s in states)
-        cutoff: Key = min(mark, (older_than_ms, -1))
         with transaction(self.conn):
             before = self.conn.total_changes
-            self.conn.execute(
-                "DELETE FROM samples WHERE (ts, series_id) <= (?, ?) AND NOT EXISTS ("
-                "SELECT 1 FROM late_samples l WHERE l.ts = samples.ts AND l.series_id = samples.series_id)",
-                cutoff,
-            )
+            for lane in self.lanes_in_use():
+                mark = min(self.state(d, lane).mark for d in destinations)
+                cutoff: Key = min(mark, (older_than_ms, -1))
+                self.conn.execute(
+                    f"DELETE FROM samples WHERE (ts, series_id) <= (?, ?) AND {_IN_LANE} AND NOT EXISTS ("
+                    "SELECT 1 FROM late_samples l WHERE l.ts = samples.ts AND l.series_id = samples.series_id)",
+                    (*cutoff, lane),
+                )
             return self.conn.total_changes - before
 
     def coalesce_unsent(self, destinations: Sequence[str], older_than_ms: int, bucket_ms: int,
@@ -485,22 +623,23 @@ class SampleQueue:
         resolution for uplink bytes after a long offline period."""
         if not destinations or bucket_ms <= 0:
             return 0
-        states = [self.state(d) for d in destinations]
-        lower = max(st.highest for st in states)
-        upper_ts = older_than_ms
-        for st in states:
-            if st.fresh_lo is not None:
-                upper_ts = min(upper_ts, st.fresh_lo[0])
-        kept_bucket: dict[int, int] = {}
         doomed: list[tuple[int, int]] = []
-        for ts, sid in self.conn.execute(
-                "SELECT ts, series_id FROM samples WHERE (ts, series_id) > (?, ?) AND ts < ? "
-                "ORDER BY ts, series_id LIMIT ?", (*lower, upper_ts, max_rows)):
-            bucket = ts - ts % bucket_ms
-            if kept_bucket.get(sid) == bucket:
-                doomed.append((ts, sid))
-            else:
-                kept_bucket[sid] = bucket
+        for lane in self.lanes_in_use():
+            states = [self.state(d, lane) for d in destinations]
+            lower = max(st.highest for st in states)
+            upper_ts = older_than_ms
+            for st in states:
+                if st.fresh_lo is not None:
+                    upper_ts = min(upper_ts, st.fresh_lo[0])
+            kept_bucket: dict[int, int] = {}
+            for ts, sid in self.conn.execute(
+                    f"SELECT ts, series_id FROM samples WHERE (ts, series_id) > (?, ?) AND ts < ? AND {_IN_LANE} "
+                    "ORDER BY ts, series_id LIMIT ?", (*lower, upper_ts, lane, max_rows)):
+                bucket = ts - ts % bucket_ms
+                if kept_bucket.get(sid) == bucket:
+                    doomed.append((ts, sid))
+                else:
+                    kept_bucket[sid] = bucket
         if doomed:
             with transaction(self.conn):
                 self.conn.executemany("DELETE FROM samples WHERE ts = ? AND series_id = ?", doomed)
@@ -526,9 +665,9 @@ class SampleQueue:
                 if not rows:
                     break
                 last: Key = (int(rows[-1][0]), int(rows[-1][1]))
-                states = [self.state(d) for d in destinations]
+                states = {d: self.lane_states(d) for d in destinations}
                 dropped_unsent += sum(
-                    1 for ts, sid in rows if any(not s.is_sent((ts, sid)) for s in states)
+                    1 for ts, sid in rows if any(not self.is_sent(d, (ts, sid), st) for d, st in states.items())
                 ) if states else len(rows)
                 self.conn.execute("DELETE FROM samples WHERE (ts, series_id) <= (?, ?)", last)
                 self.conn.execute("DELETE FROM late_samples WHERE (ts, series_id) <= (?, ?)", last)

@@ -161,4 +161,36 @@ MIGRATIONS = (
     ),
 )
 
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        4,
+        "priority lanes: a class per series, upload progress per (destination, class)",
+        (
+            # The upload lane (priority class, 0 = P0 ... 3 = P3) of each series, chosen by
+            # name from the config when the series is first stored. Kept here, not recomputed,
+            # because the meaning of the marks below depends on it: a series changes lane only
+            # when that cannot change what counts as sent (store/queue.py: apply_classes).
+            "ALTER TABLE series ADD COLUMN lane INTEGER NOT NULL DEFAULT 2",
+            """CREATE TABLE upload_lanes (
+                destination TEXT NOT NULL,
+                lane INTEGER NOT NULL,
+                mark_ts INTEGER NOT NULL,
+                mark_sid INTEGER NOT NULL,
+                fresh_lo_ts INTEGER, fresh_lo_sid INTEGER,
+                fresh_hi_ts INTEGER, fresh_hi_sid INTEGER,
+                updated_at_ms INTEGER NOT NULL,
+                PRIMARY KEY (destination, lane)
+            )""",
+            # Before lanes, progress did not depend on the series: every lane starts equal.
+            """INSERT INTO upload_lanes SELECT u.destination, l.lane, u.mark_ts, u.mark_sid,
+                   u.fresh_lo_ts, u.fresh_lo_sid, u.fresh_hi_ts, u.fresh_hi_sid, u.updated_at_ms
+               FROM upload_state u CROSS JOIN
+                   (SELECT 0 AS lane UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) l""",
+            "DROP TABLE upload_state",
+            "ALTER TABLE upload_lanes RENAME TO upload_state",
+        ),
+    ),
+)
+
 LATEST_VERSION = len(MIGRATIONS)

@@ -21,7 +21,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from belabox_metrics.clock import Clock
@@ -29,7 +29,7 @@ from belabox_metrics.logs import event, redact_url
 from belabox_metrics.model import Sample
 from belabox_metrics.sdnotify import Heartbeat
 from belabox_metrics.selfmetrics import Histogram
-from belabox_metrics.store.queue import Claim, Row, SampleQueue
+from belabox_metrics.store.queue import LANES, Claim, Row, SampleQueue
 from belabox_metrics.upload.backoff import backoff_delay, parse_retry_after
 from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import WireFormat, gzip_bytes
@@ -56,7 +56,10 @@ class UploadPolicy:
     jitter: float = 0.2
     max_age_ms: int = 30 * DAY_MS      # the destination drops older samples (retention)
     max_future_ms: int = DAY_MS        # ... and samples too far ahead (VM: 2 days)
-    newest_first: bool = True
+    # True: after an outage each lane's newest chunk goes first (the remote view is current at
+    # once) and its backlog after it, out of time order per series. VictoriaMetrics accepts
+    # that; receivers that need each series in order (Prometheus-style) do not.
+    newest_first: bool = False
     max_batches_per_cycle: int = 1000
 
 
@@ -123,7 +126,8 @@ class Uploader:
                  clock: Clock, log: logging.Logger, policy: UploadPolicy | None = None,
                  headers: dict[str, str] | None = None, stop: threading.Event | None = None,
                  rng: random.Random | None = None, heartbeat: Heartbeat | None = None,
-                 timeout: float = 10.0, budget: TokenBucket | None = None) -> None:
+                 timeout: float = 10.0, budget: TokenBucket | None = None,
+                 lanes: Callable[[], Sequence[int]] | None = None) -> None:
         self.queue = queue
         self.transport = transport
         self.url = url
@@ -138,6 +142,8 @@ class Uploader:
         self.heartbeat = heartbeat
         self.timeout = timeout
         self.budget = budget
+        # The priority lanes to serve now, most important first (fewer while a stream is live).
+        self.lanes = lanes or (lambda: LANES)
         self.duration = Histogram()
         # Counters for health and self-metrics.
         self.uploaded_total = 0
@@ -157,7 +163,7 @@ class Uploader:
         result = CycleResult()
         while result.batches < self.policy.max_batches_per_cycle and not self._past(deadline):
             claim = self.queue.next_batch(self.destination, self.policy.max_samples,
-                                          newest_first=self.policy.newest_first)
+                                          newest_first=self.policy.newest_first, lanes=self.lanes())
             if claim is None:
                 break
             result.batches += 1
