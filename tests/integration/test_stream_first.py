@@ -1,5 +1,7 @@
 """Stream first: while real SRT is live the agent drains its backlog under the live budget,
-and faster once the stream stops (issue 10).
+and faster once the stream stops (issue 10). Priorities: the SRT series (P0) stay current
+while the P2 backlog drains behind them, the P3 backlog (counters) waits until the stream
+stops, and every series arrives in time order.
 
     UDP generator --> srt-live-transmit sender --srt--> srt-live-transmit receiver --> sink
                               | -statsout (JSON)
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from belabox_metrics.model import Sample
 from belabox_metrics.store.queue import SampleQueue
 from tests.helpers import cli, free_port, require_tool, wait_for_port
 from tests.integration.test_srt_real import PACKET, udp_port
@@ -49,6 +52,7 @@ from tests.integration.test_vm_delivery import DEVICE, ENV, backlog, stored_keys
 from tests.vm import VictoriaMetrics
 
 BACKLOG = 120_000
+P3_BACKLOG = 2_000
 LIVE_RATE = 4 * 1024
 IDLE_RATE = 48 * 1024
 BURST = 8 * 1024
@@ -64,6 +68,7 @@ TEST_BUDGET = 60.0
 @dataclass
 class Arrival:
     at: float  # monotonic seconds
+    wall_ms: int
     body_bytes: int
     header_bytes: int
     body: bytes
@@ -88,7 +93,8 @@ class CountingProxy:
                 # Request line + header block as sent (CRLF line ends), for the per-sample figure.
                 header_bytes = len(self.requestline) + 2 + len(str(self.headers).replace("\n", "\r\n"))
                 with proxy.lock:
-                    proxy.arrivals.append(Arrival(time.monotonic(), len(body), header_bytes, body))
+                    proxy.arrivals.append(Arrival(time.monotonic(), int(time.time() * 1000), len(body),
+                                                  header_bytes, body))
                 forward = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.target_port, timeout=10)
                 try:
@@ -130,6 +136,26 @@ class CountingProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def lines_in(body: bytes) -> list[tuple[str, str, list[int]]]:
+    """(metric name, series, timestamps) of each line of one gzip'd VM JSON-lines body."""
+    out = []
+    for line in gzip.decompress(body).decode().splitlines():
+        if line.strip():
+            parsed = json.loads(line)
+            out.append((parsed["metric"]["__name__"], json.dumps(parsed["metric"], sort_keys=True),
+                        parsed["timestamps"]))
+    return out
+
+
+def p3_backlog(db: Path, count: int) -> None:
+    """Cumulative counters over the last hour: class P3 by the default `*_total` pattern."""
+    queue = SampleQueue.open(str(db))
+    now_ms = int(time.time() * 1000)
+    queue.append([Sample("bench.bytes_total", float(i * 1000), now_ms - 3_600_000 + i * 1000, ())
+                  for i in range(count)])
+    queue.close()
 
 
 def samples_in(body: bytes) -> int:
@@ -249,6 +275,7 @@ def test_upload_stays_under_live_budget_while_streaming_and_rises_after(
     started = time.monotonic()
     db = tmp_path / "agent.db"
     backlog(db, BACKLOG)
+    p3_backlog(db, P3_BACKLOG)
     proxy = CountingProxy(victoria_metrics.port)
     health_port = free_port()
     stats = tmp_path / "send.json"
@@ -333,6 +360,20 @@ def test_upload_stays_under_live_budget_while_streaming_and_rises_after(
           f"{elapsed:.1f} s")
 
     assert_each_stored_sample_in_vm_once(victoria_metrics, db)
+    # Priorities. While live: SRT (P0) current, P3 not at all; every series in time order.
+    live_lines = [(a.wall_ms, line) for a in proxy.arrivals if live_start <= a.at < live_end
+                  for line in lines_in(a.body)]
+    srt_lags = [wall_ms - max(stamps) for wall_ms, (name, _, stamps) in live_lines if name.startswith("srt_")]
+    assert srt_lags, "no SRT sample went out while live"
+    assert max(srt_lags) <= 5_000, f"SRT samples {max(srt_lags)} ms old when sent while live: P0 fell behind"
+    assert not [name for _, (name, _, _) in live_lines if name == "bench_bytes_total"], "P3 went out while live"
+    last_stamp: dict[str, int] = {}
+    for arrival in proxy.arrivals:
+        for _, series, stamps in lines_in(arrival.body):
+            assert stamps == sorted(stamps) and stamps[0] > last_stamp.get(series, -1), f"{series} out of order"
+            last_stamp[series] = stamps[-1]
+    print(f"SRT (P0) samples {max(srt_lags) / 1000:.1f} s old at most when sent while live "
+          f"({len(srt_lags)} lines); P3 backlog of {P3_BACKLOG} sent after the stream stopped")
     assert live_rate <= LIVE_RATE + BURST / LIVE_WINDOW, f"{live_rate:.0f} B/s while live"
     # Arrival times at the proxy jitter against the agent's charge times: half a bucket of slack.
     assert live_peak <= BURST + LIVE_RATE * PEAK_WINDOW + BURST / 2, f"{live_peak} B in {PEAK_WINDOW:g} s while live"
