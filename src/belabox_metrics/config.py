@@ -21,7 +21,7 @@ from belabox_metrics.validation import ConfigError, Reader, join_key
 DEFAULT_CONFIG_PATH = "/etc/belabox-metrics/config.yaml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
-REMOTE_FORMATS = ("json", "vm-jsonl")
+REMOTE_FORMATS = ("json", "vm-jsonl", "remote-write")
 DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 
 
@@ -297,6 +297,18 @@ def _parse_remote(reader: Reader) -> RemoteSettings:
     )
     if settings.max_request_bytes < 1024:
         reader.fail("max_request_bytes", "is below 1KiB", "use e.g. 256KiB")
+    # VictoriaMetrics answers 204 to a remote-write body sent to /api/v1/import and keeps nothing.
+    wrong_path = {"remote-write": "/api/v1/import", "vm-jsonl": "/api/v1/write"}.get(settings.format)
+    if wrong_path is not None and parts.path.rstrip("/").endswith(wrong_path):
+        right_path = "/api/v1/write" if settings.format == "remote-write" else "/api/v1/import"
+        reader.fail("url", f"{wrong_path} does not take format {settings.format}",
+                    f"send {settings.format} to {right_path}, or change remote.format")
+    if settings.format == "remote-write":
+        from belabox_metrics.upload import remote_write
+
+        if remote_write.snappy_missing():
+            reader.fail("format", "remote-write needs snappy compression from the cramjam package, "
+                        "which is not installed", f"{remote_write.INSTALL_HINT}, or use format: vm-jsonl")
     reader.finish()
     return settings
 

@@ -184,9 +184,9 @@ def verify(settings: Settings, since: str, settle: str = "30s") -> int:
     except ConfigError as exc:
         print(f"metrics-collector: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if settings.remote.format != "vm-jsonl":
+    if settings.remote.format not in ("vm-jsonl", "remote-write"):
         print("metrics-collector: verify reads back from VictoriaMetrics; remote.format is "
-              f"{settings.remote.format!r}, not 'vm-jsonl'", file=sys.stderr)
+              f"{settings.remote.format!r}, not 'vm-jsonl' or 'remote-write'", file=sys.stderr)
         return EXIT_USAGE
     if not os.path.exists(settings.storage.path):
         print(f"metrics-collector: no database at {settings.storage.path}", file=sys.stderr)

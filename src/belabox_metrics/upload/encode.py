@@ -11,8 +11,13 @@
     {"metric":{"__name__":"cpu_temperature_celsius","device_id":"belabox-001","zone":"soc"},
      "values":[52.3,52.4],"timestamps":[1760193000123,1760193001123]}
 
-Both are gzip-compressed (level 1: cheap on an ARM core, most of the gain). Only finite
-numeric samples are ever put on the wire; the uploader filters before encoding.
+``remote-write``: Prometheus remote write (protobuf + snappy) for VictoriaMetrics'
+``/api/v1/write`` or any remote-write receiver; see ``remote_write.py``.
+
+``json`` and ``vm-jsonl`` are gzip-compressed (level 1 by default: cheap on an ARM core, most
+of the gain), ``remote-write`` snappy-compressed: each WireFormat owns its compression and
+content encoding. Only finite numeric samples are ever put on the wire; the uploader filters
+before encoding.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 
 from belabox_metrics.model import Labels, Sample
 from belabox_metrics.timefmt import format_ms
@@ -97,6 +103,14 @@ def seed_json(device_id: str, samples: Sequence[Sample], sent_at_ms: int) -> byt
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
+def series_labels(device_id: str, name: str, labels: Labels) -> dict[str, str]:
+    """A series' labels as VictoriaMetrics stores them: ``__name__``, ``device_id``, the rest."""
+    metric = {"__name__": promql_name(name), "device_id": device_id}
+    for label, value in labels:
+        metric[promql_label(label)] = value
+    return metric
+
+
 class VmSeriesHeads:
     """Caches the `{"metric":{...}` head of each series' line: built once per series."""
 
@@ -108,9 +122,7 @@ class VmSeriesHeads:
         key = (name, labels)
         found = self._heads.get(key)
         if found is None:
-            metric = {"__name__": promql_name(name), "device_id": self.device_id}
-            for label, value in labels:
-                metric[promql_label(label)] = value
+            metric = series_labels(self.device_id, name, labels)
             found = '{"metric":' + json.dumps(metric, separators=(",", ":"), ensure_ascii=False)
             self._heads[key] = found
         return found
@@ -140,24 +152,46 @@ def vm_jsonl(heads: VmSeriesHeads, samples: Sequence[Sample]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def gzip_bytes(body: bytes) -> bytes:
+def gzip_bytes(body: bytes, level: int = GZIP_LEVEL) -> bytes:
     # mtime=0: the same chunk compresses to the same bytes (repeatable sizes in benchmarks).
-    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+    return gzip.compress(body, compresslevel=level, mtime=0)
 
 
 @dataclass(frozen=True)
 class WireFormat:
+    """A format owns its encoding, its compression and the headers that describe both."""
+
     name: str
     content_type: str
     # encode(samples, sent_at_ms) -> uncompressed body
     encode: Callable[[Sequence[Sample], int], bytes]
+    compress: Callable[[bytes], bytes] = gzip_bytes
+    content_encoding: str = "gzip"
+    headers: Mapping[str, str] = field(default_factory=dict)  # more request headers
+
+    def body(self, samples: Sequence[Sample], sent_at_ms: int) -> bytes:
+        """The request body: encoded, then compressed."""
+        return self.compress(self.encode(samples, sent_at_ms))
 
 
-def wire_format(name: str, device_id: str) -> WireFormat:
+def wire_format(name: str, device_id: str, compression_level: int | None = None) -> WireFormat:
+    """``compression_level``: gzip's 1-9 for json and vm-jsonl (None: GZIP_LEVEL); snappy
+    (remote-write) has no levels."""
+    level = GZIP_LEVEL if compression_level is None else compression_level
+    gzip_at_level: Callable[[bytes], bytes] = gzip_bytes if level == GZIP_LEVEL else partial(gzip_bytes, level=level)
     if name == "json":
         return WireFormat("json", SEED_JSON_CONTENT_TYPE,
-                          lambda samples, now_ms: seed_json(device_id, samples, now_ms))
+                          lambda samples, now_ms: seed_json(device_id, samples, now_ms), gzip_at_level)
     if name == "vm-jsonl":
         heads = VmSeriesHeads(device_id)
-        return WireFormat("vm-jsonl", "application/x-ndjson", lambda samples, now_ms: vm_jsonl(heads, samples))
+        return WireFormat("vm-jsonl", "application/x-ndjson", lambda samples, now_ms: vm_jsonl(heads, samples),
+                          gzip_at_level)
+    if name == "remote-write":
+        from belabox_metrics.upload import remote_write
+
+        series = remote_write.RemoteWriteSeries(device_id)
+        return WireFormat("remote-write", remote_write.CONTENT_TYPE,
+                          lambda samples, now_ms: remote_write.write_request(series, samples),
+                          remote_write.snappy_compressor(), remote_write.CONTENT_ENCODING,
+                          remote_write.VERSION_HEADERS)
     raise ValueError(f"unknown wire format {name!r}")

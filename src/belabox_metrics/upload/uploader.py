@@ -32,7 +32,7 @@ from belabox_metrics.selfmetrics import Histogram
 from belabox_metrics.store.queue import LANES, Claim, Row, SampleQueue
 from belabox_metrics.upload.backoff import backoff_delay, parse_retry_after
 from belabox_metrics.upload.bandwidth import TokenBucket
-from belabox_metrics.upload.encode import WireFormat, gzip_bytes
+from belabox_metrics.upload.encode import WireFormat
 from belabox_metrics.upload.transport import Response, Transport, TransportError
 
 DAY_MS = 86_400_000
@@ -222,7 +222,7 @@ class Uploader:
         if not rows:
             return _Delivery()
         samples = [r.sample for r in rows]
-        body = gzip_bytes(self.fmt.encode(samples, int(self.clock.wall() * 1000)))
+        body = self.fmt.body(samples, int(self.clock.wall() * 1000))
         if len(body) > self.policy.max_bytes and len(rows) > 1:
             return self._bisect(rows, deadline)
         response, error = self._post(body, len(rows), deadline)
@@ -255,8 +255,9 @@ class Uploader:
         """POST with retries. Returns (response, None) for any final HTTP answer (2xx or a
         non-retryable status), or (None, error) when this cycle should give up for now."""
         batch_id = new_batch_id()
-        headers = {"Content-Type": self.fmt.content_type, "Content-Encoding": "gzip",
-                   "X-Batch-Id": batch_id, "User-Agent": "belabox-metrics", **self.extra_headers}
+        headers = {"Content-Type": self.fmt.content_type, "Content-Encoding": self.fmt.content_encoding,
+                   **self.fmt.headers, "X-Batch-Id": batch_id, "User-Agent": "belabox-metrics",
+                   **self.extra_headers}
         attempt = 0
         while True:
             attempt += 1
