@@ -38,6 +38,8 @@ from belabox_metrics.upload.encode import wire_format
 from belabox_metrics.upload.transport import HttpTransport, Transport
 from belabox_metrics.upload.uploader import Uploader, UploadPolicy
 
+# Queue figures are counted again only after this many times the last count's duration.
+STATS_COST_FACTOR = 100.0
 # Samples that say a stream is up and sending: the uplink then belongs to the video.
 LIVE_SIGNALS = frozenset({"belabox.streaming_live", "srt.stream_connected", "srt.send_rate_bits_per_second",
                           "srt.receive_rate_bits_per_second"})
@@ -294,6 +296,7 @@ class Agent:
         # Shared by the threads' queues: which priority lane (class) each series is in.
         self.series_lanes = SeriesLanes(classifier(remote.priority))
         self.classes_waiting = 0
+        self.next_stats_at = 0.0
         self.trust: ClockTrust | None = None
         self.held_total = 0
         self.restamped_total = 0
@@ -377,7 +380,7 @@ class Agent:
             destinations = [self.destination] if remote.enabled else []
             self._apply_classes(queue, destinations)
             self.housekeeping = Housekeeping(queue, self.settings, destinations, self.clock, get("storage"))
-            self.stats = queue.stats(self.destination, totals=False)
+            self._refresh_stats(queue, force=True)
             while True:
                 self.upload_heartbeat.beat(remote.interval + 10)
                 if self.clock.wait(remote.interval, self.stop):
@@ -389,7 +392,7 @@ class Agent:
                     self._apply_classes(queue, destinations)
                 self._storage_guard("housekeeping", self.housekeeping.run)
                 self._check_skew()
-                self.stats = queue.stats(self.destination, totals=False)
+                self._refresh_stats(queue)
             # Shutdown: wait for the last collection to be stored, then one last upload.
             self.collection_done.wait(timeout=remote.shutdown_grace)
             if remote.enabled:
@@ -406,6 +409,17 @@ class Agent:
         finally:
             self.transport.close()
             queue.close()
+
+    def _refresh_stats(self, queue: SampleQueue, force: bool = False) -> None:
+        """Queue figures for health and self-metrics. Counting what is pending scans the
+        backlog (a week offline is millions of rows: seconds of CPU on the encoder), so the
+        next count waits 100 times as long as this one took: at most ~1 % of a core."""
+        now = self.clock.monotonic()
+        if not force and now < self.next_stats_at:
+            return
+        started = time.perf_counter()
+        self.stats = queue.stats(self.destination, totals=False)
+        self.next_stats_at = now + STATS_COST_FACTOR * (time.perf_counter() - started)
 
     def _apply_classes(self, queue: SampleQueue, destinations: Sequence[str]) -> None:
         """Series whose priority class the config changed move lanes when that is safe."""
