@@ -9,6 +9,7 @@ The main thread only waits for a stop request (SIGTERM/SIGINT) and joins them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector
 from belabox_metrics.store.queue import QueueStats, SampleQueue, SeriesLanes
+from belabox_metrics.store.recovery import is_corruption, mark_suspect
 from belabox_metrics.timesync import ClockTrust, SkewMeasurement, measure_skew
 from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import wire_format
@@ -350,7 +352,14 @@ class Agent:
             self.held_total = 0
             event(self.log, logging.INFO, "clock trusted again: re-stamped held samples from the monotonic clock",
                   count=released, reason=self.trust.reason)
-        return queue.append(samples)
+        try:
+            return queue.append(samples)
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc) and not self.stop.is_set():
+                # Holding samples in memory would not help: stop, and let the restart check.
+                self.errors.append(exc)
+                self.stop.set()
+            raise
 
     def _collection_thread(self) -> None:
         queue = self._open_queue()
@@ -625,5 +634,12 @@ class Agent:
                 close()
         if self.health_server is not None:
             self.health_server.stop()
+        corrupt = next((e for e in self.errors if is_corruption(e)), None)
+        if corrupt is not None:
+            # Restarted by systemd, the next start checks the whole file before using it.
+            with contextlib.suppress(OSError):
+                mark_suspect(self.settings.storage.path, str(corrupt))
+            event(self.log, logging.ERROR, "the database is corrupt: stopping; the next start checks it in full "
+                  "and moves it aside if it is damaged", db=self.settings.storage.path, error=str(corrupt))
         event(self.log, logging.INFO, "stopped", errors=len(self.errors))
         return 1 if self.errors else 0

@@ -17,7 +17,14 @@ import pytest
 
 from belabox_metrics.model import Sample
 from belabox_metrics.store.queue import SampleQueue
-from belabox_metrics.store.recovery import diagnose, quarantine_if_corrupt, quarantine_name
+from belabox_metrics.store.recovery import (
+    SUSPECT_SUFFIX,
+    diagnose,
+    mark_suspect,
+    quarantine_if_corrupt,
+    quarantine_name,
+    salvage,
+)
 from tests.fault.support import agent_config, start_agent, stop_agent
 from tests.helpers import free_port
 
@@ -103,7 +110,12 @@ def test_agent_moves_a_corrupt_database_aside_and_starts_fresh(tmp_path: Path, k
     try:
         assert queue.count() > 0
         assert queue.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert not any(r.sample.name == "x" for r in queue.all())  # nothing replayed from the bad files
+        # Nothing replayed from the bad files; what salvage copied is what was stored there.
+        salvaged = [(r.ts, r.sample.value) for r in queue.all() if r.sample.name == "x"]
+        assert len(salvaged) == error["salvaged"]
+        assert set(salvaged) <= {(1_790_000_000_000 + i, float(i)) for i in range(5000)}
+        if kind != "truncated":
+            assert salvaged == []
     finally:
         queue.close()
 
@@ -141,3 +153,113 @@ def test_quarantine_logs_one_error_naming_both_paths(tmp_path: Path, caplog: pyt
     assert moved is not None and moved.problem == "file is not a database"
     assert not db.exists() and Path(moved.moved_to).exists()
     assert len(caplog.records) == 1
+
+
+# -- salvage, and corruption met while running ----------------------------------------------
+DESTINATION = "http://127.0.0.1:9/api/v1/import"
+
+
+def damaged_with_backlog(db: Path, count: int = 100_000, acked: int = 30_000) -> None:
+    """``count`` samples 10 ms apart, the first ``acked`` acknowledged, then 3000 bytes of
+    garbage in one page two thirds into the file (a torn write on the SD card)."""
+    queue = SampleQueue.open(str(db))
+    queue.append([Sample("x", float(i), 1_790_000_000_000 + i * 10) for i in range(count)])
+    claim = queue.next_batch(DESTINATION, acked)
+    assert claim is not None
+    queue.ack(DESTINATION, claim)
+    queue.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    queue.close()
+    pages = db.stat().st_size // 4096
+    with db.open("r+b") as handle:
+        handle.seek(pages * 2 // 3 * 4096 + 100)
+        handle.write(os.urandom(3000))
+
+
+def fresh_salvage(db: Path) -> Callable[[str], tuple[int, int]]:
+    def into(moved: str) -> tuple[int, int]:
+        queue = SampleQueue.open(str(db))
+        try:
+            return salvage(moved, queue)
+        finally:
+            queue.close()
+    return into
+
+
+def test_salvage_keeps_every_readable_unsent_sample_and_no_acknowledged_one(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    damaged_with_backlog(db)
+    found = quarantine_if_corrupt(str(db), logging.getLogger("t"), salvage_into=fresh_salvage(db))
+    assert found is not None and found.unreadable_steps > 0
+    queue = SampleQueue.open(str(db))
+    try:
+        values = sorted(r.sample.value for r in queue.all())  # type: ignore[type-var]
+        assert values and values[0] >= 30_000.0                # nothing acknowledged comes back
+        assert found.salvaged == len(values) == queue.pending_count(DESTINATION)
+        # One damaged page holds ~170 samples; probing past it loses at most twice its span.
+        assert 70_000 - len(values) < 1_000, f"lost {70_000 - len(values)} readable samples"
+        assert set(values) <= {float(i) for i in range(30_000, 100_000)}
+    finally:
+        queue.close()
+
+
+def test_a_suspect_marker_makes_the_next_start_check_in_full(tmp_path: Path) -> None:
+    db = tmp_path / "agent.db"
+    damaged_with_backlog(db)
+    log = logging.getLogger("t")
+    # The last run met corruption: the full check runs, whatever the start-up budget (which
+    # out of time gives a file the benefit of the doubt: test_a_check_out_of_time...).
+    mark_suspect(str(db), "database disk image is malformed")
+    found = quarantine_if_corrupt(str(db), log, budget_s=-1.0)
+    assert found is not None and found.problem.startswith("integrity_check")
+    assert not Path(str(db) + SUSPECT_SUFFIX).exists()
+    # A sound file with a marker is checked, kept, and the marker goes.
+    sound = tmp_path / "sound.db"
+    agent_db(sound, 100)
+    mark_suspect(str(sound), "?")
+    assert quarantine_if_corrupt(str(sound), log) is None and not Path(str(sound) + SUSPECT_SUFFIX).exists()
+
+
+def test_corruption_met_while_running_stops_the_agent_and_the_restart_salvages(tmp_path: Path) -> None:
+    """The real agent, its database damaged under it: it stops (exit 1) leaving a marker, as
+    systemd would restart it, the next start checks in full, moves the file aside, copies the
+    readable unsent samples into a fresh database and runs."""
+    db = tmp_path / "agent.db"
+    queue = SampleQueue.open(str(db))
+    queue.append([Sample("x", float(i), int(time.time() * 1000) - 3_600_000 + i * 10) for i in range(300_000)])
+    queue.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    queue.close()
+    # Nothing listens there: everything stays pending and the agent keeps counting it.
+    config = agent_config(tmp_path, f"http://127.0.0.1:{free_port()}/api/v1/import", device=DEVICE, db=db,
+                          remote_interval="200ms", retry="{max_attempts: 1, backoff_base: 100ms}")
+    log = tmp_path / "agent.log"
+    agent = start_agent(config, log)
+    try:
+        time.sleep(2.0)
+        assert agent.poll() is None, log.read_text()[-2000:]
+        pages = db.stat().st_size // 4096
+        with db.open("r+b") as handle:  # torn pages in the middle of the backlog
+            for page in (pages // 3, pages // 2):
+                handle.seek(page * 4096 + 100)
+                handle.write(os.urandom(3000))
+        code = agent.wait(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert code == 1, log.read_text()[-2000:]
+    assert Path(str(db) + SUSPECT_SUFFIX).read_text().strip(), "no marker for the next start"
+    assert any("corrupt" in str(e.get("msg", e.get("message", ""))) for e in log_lines(log))
+    agent = start_agent(config, log)
+    time.sleep(2.0)
+    assert agent.poll() is None, log.read_text()[-2000:]
+    assert stop_agent(agent) == 0, log.read_text()[-2000:]
+    moved = [e for e in log_lines(log) if "moved_to" in e]
+    assert len(moved) == 1 and 290_000 < int(moved[0]["salvaged"]) < 300_000, moved  # type: ignore[call-overload]
+    assert not Path(str(db) + SUSPECT_SUFFIX).exists()
+    queue = SampleQueue.open(str(db))
+    try:
+        assert queue.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        # Salvaged: the backlog's readable rows, plus what the first run collected.
+        assert 290_000 < sum(1 for r in queue.all() if r.sample.name == "x") <= int(moved[0]["salvaged"])  # type: ignore[call-overload]
+    finally:
+        queue.close()

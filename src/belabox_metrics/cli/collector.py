@@ -244,9 +244,19 @@ def run(settings: Settings, stop_after: float | None = None) -> int:
     try:
         try:
             # A corrupt file would fail every start (a crash loop): move it aside, start fresh.
-            from belabox_metrics.store.recovery import quarantine_if_corrupt
+            from belabox_metrics.priority import classifier
+            from belabox_metrics.store.queue import SeriesLanes
+            from belabox_metrics.store.recovery import quarantine_if_corrupt, salvage
 
-            quarantine_if_corrupt(settings.storage.path, logs.get("storage"))
+            def salvage_into(moved: str) -> tuple[int, int]:
+                fresh = SampleQueue.open(settings.storage.path,
+                                         lanes=SeriesLanes(classifier(settings.remote.priority)))
+                try:
+                    return salvage(moved, fresh)
+                finally:
+                    fresh.close()
+
+            quarantine_if_corrupt(settings.storage.path, logs.get("storage"), salvage_into=salvage_into)
             SampleQueue.open(settings.storage.path).close()
         except (SchemaError, sqlite3.Error, OSError) as exc:
             print(f"metrics-collector: cannot open database {settings.storage.path}: {exc}",

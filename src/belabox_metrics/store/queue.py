@@ -265,7 +265,7 @@ class SampleQueue:
     # -- upload state ----------------------------------------------------------------
     def _states(self) -> dict[tuple[str, int], UploadState]:
         return {
-            (str(r[0]), int(r[1])): _state_from_row(r[2:])
+            (str(r[0]), int(r[1])): state_from_row(r[2:])
             for r in self.conn.execute(
                 "SELECT destination, lane, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, "
                 "fresh_hi_sid FROM upload_state"
@@ -278,7 +278,7 @@ class SampleQueue:
             "FROM upload_state WHERE destination = ? AND lane = ?",
             (destination, lane),
         ).fetchone()
-        return _state_from_row(row) if row else UploadState()
+        return state_from_row(row) if row else UploadState()
 
     def lane_states(self, destination: str) -> dict[int, UploadState]:
         return {lane: self.state(destination, lane) for lane in LANES}
@@ -681,7 +681,7 @@ def _before(key: Key) -> Key:
     return (key[0], key[1] - 1)
 
 
-def _state_from_row(row: Sequence[object]) -> UploadState:
+def state_from_row(row: Sequence[object]) -> UploadState:
     mark = (int(row[0]), int(row[1]))  # type: ignore[call-overload]
     lo = (int(row[2]), int(row[3])) if row[2] is not None else None  # type: ignore[call-overload]
     hi = (int(row[4]), int(row[5])) if row[4] is not None else None  # type: ignore[call-overload]

@@ -17,6 +17,15 @@ the file under examination):
 A -wal or -shm left without its database is moved aside too: SQLite would otherwise replay
 that log into the fresh database.
 
+After the move, what can still be read of the samples no destination acknowledged is copied
+into the fresh database (``salvage``): a torn page costs the rows on it, not the backlog.
+Acknowledged samples are not copied, so nothing is sent twice.
+
+Corruption found while running (SQLite says "malformed" mid-read) stops the agent and leaves
+a ``<db>.suspect`` marker with the error; the next start then runs the full
+``integrity_check`` with no time budget, so damage beyond the start-up check's reach is found
+instead of hit again (a crash loop).
+
 Not detectable by any check of the file: a -wal from another *agent* database that rewrites
 every page it touches consistently (it carries its own page 1); the result is a valid
 database holding the other box's samples.
@@ -27,19 +36,29 @@ not corruption: the normal open reports them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from belabox_metrics.logs import event
+from belabox_metrics.model import Sample, decode_labels
+from belabox_metrics.store.queue import NO_KEY, TEXT, Key, SampleQueue, UploadState, state_from_row
 
 SIDECARS = ("-wal", "-shm")
 # quick_check reads the whole file: ~0.1 s per 50 MB from the page cache, 0.7 s cold on an
 # SSD, far slower on an SD card; a boot must not wait for it. Header, schema and page-1
 # damage show at once; a damaged tail beyond the budget is not seen at start.
 QUICK_CHECK_BUDGET_S = 5.0
+SUSPECT_SUFFIX = ".suspect"
+# Salvage reads in key order in chunks. A damaged page is stepped over by probing ahead
+# 1 ms, 2 ms, 4 ms ... until a key beyond it reads: at most twice the damaged span is lost.
+SALVAGE_CHUNK = 5000
+SALVAGE_MAX_SKIPS = 10_000
+SALVAGE_MAX_STEP_MS = 400 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -48,25 +67,44 @@ class Quarantined:
     moved_to: str
     problem: str
     files: tuple[str, ...]   # every file moved, as their new paths
+    salvaged: int = 0        # unsent samples copied into the fresh database
+    unreadable_steps: int = 0
 
 
-def diagnose(path: str, budget_s: float = QUICK_CHECK_BUDGET_S) -> str | None:
-    """Why the database at ``path`` is unusable, or None if it is usable (or absent)."""
+def is_corruption(exc: BaseException) -> bool:
+    """SQLITE_CORRUPT / SQLITE_NOTADB: the file's content is damaged. An OperationalError (full
+    disk, locked, I/O) is about the moment, not the content."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def mark_suspect(path: str, problem: str) -> None:
+    """Leave a note for the next start: check this file fully before using it."""
+    with open(path + SUSPECT_SUFFIX, "w", encoding="utf-8") as handle:
+        handle.write(problem + "\n")
+
+
+def diagnose(path: str, budget_s: float | None = QUICK_CHECK_BUDGET_S) -> str | None:
+    """Why the database at ``path`` is unusable, or None if it is usable (or absent).
+    ``budget_s=None``: the full integrity_check, however long it takes."""
     if not os.path.exists(path):
         orphans = [path + s for s in SIDECARS if os.path.exists(path + s) and os.path.getsize(path + s) > 0]
         return "a -wal/-shm without its database" if orphans else None
     if os.path.getsize(path) == 0:
         return None  # SQLite's empty database: nothing to lose, nothing wrong
-    deadline = time.monotonic() + budget_s
+    deadline = time.monotonic() + (budget_s or 0.0)
     try:
         conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True, timeout=5)
     except sqlite3.OperationalError:
         return None  # cannot even open it (permissions...): the normal open says why
     try:
-        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-        problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+        check = "quick_check"
+        if budget_s is None:
+            check = "integrity_check"
+        else:
+            conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
+        problems = [str(r[0]) for r in conn.execute(f"PRAGMA {check}(5)").fetchall()]
         if problems != ["ok"]:
-            return "quick_check: " + "; ".join(problems)
+            return f"{check}: " + "; ".join(problems)
         tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if tables and "schema_version" not in tables:
             shown = ", ".join(sorted(tables)[:5])
@@ -92,12 +130,23 @@ def quarantine_name(path: str, now: float) -> str:
 
 
 def quarantine_if_corrupt(path: str, log: logging.Logger, *, now: float | None = None,
-                          budget_s: float = QUICK_CHECK_BUDGET_S) -> Quarantined | None:
+                          budget_s: float | None = QUICK_CHECK_BUDGET_S,
+                          salvage_into: Callable[[str], int | tuple[int, int]] | None = None) -> Quarantined | None:
     """Check the database at ``path`` before anything opens it for writing; if it is
     corrupt, rename it and its -wal/-shm to ``<path>.corrupt-<UTC timestamp>[-wal|-shm]``
     (the -wal keeps its pairing, so ``sqlite3 <moved>`` reads the copy as it was) and log
-    one ERROR line naming both paths. The caller then creates a fresh database."""
-    problem = diagnose(path, budget_s)
+    one ERROR line naming both paths. The caller then creates a fresh database.
+
+    A ``<path>.suspect`` marker (left by a run that met corruption) makes the check the full
+    one, whatever ``budget_s`` says; the marker is removed once the file is checked.
+    ``salvage_into(moved_path)`` (e.g. ``salvage`` into a fresh queue) runs after the move."""
+    suspect = path + SUSPECT_SUFFIX
+    marked = os.path.exists(suspect)
+    problem = diagnose(path, None if marked else budget_s)
+    if marked:
+        event(log, logging.WARNING, "the last run met a corrupt database: checked it in full", db=path,
+              result=problem or "ok")
+        os.remove(suspect)
     if problem is None:
         return None
     aside = quarantine_name(path, time.time() if now is None else now)
@@ -106,7 +155,86 @@ def quarantine_if_corrupt(path: str, log: logging.Logger, *, now: float | None =
         if os.path.exists(path + suffix):
             os.replace(path + suffix, aside + suffix)
             moved.append(aside + suffix)
-    event(log, logging.ERROR, "database is corrupt: moved it aside and starting a fresh one; "
-          "samples not yet uploaded from it are not sent", db=path, moved_to=aside, problem=problem,
-          files=",".join(moved))
-    return Quarantined(path, aside, problem, tuple(moved))
+    salvaged, skipped = 0, 0
+    if salvage_into is not None and os.path.exists(aside):
+        try:
+            found = salvage_into(aside)
+            salvaged, skipped = found if isinstance(found, tuple) else (found, 0)
+        except sqlite3.DatabaseError as exc:
+            event(log, logging.WARNING, "could not salvage anything from the corrupt database", error=str(exc))
+    event(log, logging.ERROR, "database is corrupt: moved it aside and started a fresh one; "
+          "unsent samples that could still be read were copied into it", db=path, moved_to=aside,
+          problem=problem, files=",".join(moved), salvaged=salvaged, unreadable_steps=skipped)
+    return Quarantined(path, aside, problem, tuple(moved), salvaged, skipped)
+
+
+def salvage(source: str, queue: SampleQueue) -> tuple[int, int]:
+    """Copy the samples of the (corrupt) database at ``source`` that no destination recorded
+    as acknowledged into ``queue`` (a fresh one, so they are all pending there). Reads in key
+    order from the oldest progress mark; a damaged stretch is stepped over by probing ahead
+    in doubling steps (bounded). Returns (samples copied, probes that failed)."""
+    conn = sqlite3.connect(f"file:{quote(os.path.abspath(source))}?mode=ro", uri=True, timeout=5)
+    try:
+        series = {int(sid): (str(name), decode_labels(labels), int(kind)) for sid, name, labels, kind in
+                  conn.execute("SELECT id, name, labels, value_type FROM series")}
+        # Schema v4 has lanes; an older file's progress is the same for every series.
+        has_lanes = any(r[1] == "lane" for r in conn.execute("PRAGMA table_info(upload_state)"))
+        lanes = {int(sid): int(lane) for sid, lane in conn.execute("SELECT id, lane FROM series")} if has_lanes else {}
+        states: dict[str, dict[int, UploadState]] = {}
+        lane_column = "lane" if has_lanes else "2"
+        for row in conn.execute(f"SELECT destination, {lane_column}, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, "
+                                "fresh_hi_ts, fresh_hi_sid FROM upload_state"):
+            states.setdefault(str(row[0]), {})[int(row[1])] = state_from_row(row[2:])
+        late = {(str(d), int(ts), int(sid)) for d, ts, sid in
+                conn.execute("SELECT destination, ts, series_id FROM late_samples")}
+
+        def sent_everywhere(ts: int, sid: int) -> bool:
+            lane = lanes.get(sid, 2)
+            return bool(states) and all(
+                lane in by_lane and by_lane[lane].is_sent((ts, sid)) and (d, ts, sid) not in late
+                for d, by_lane in states.items())
+
+        start: Key = min((st.mark for by_lane in states.values() for st in by_lane.values()), default=NO_KEY)
+        if any(ts <= start[0] for _, ts, _ in late):
+            start = NO_KEY  # a late sample below every mark: read from the beginning
+        copied = skipped = 0
+        step_ms = 1
+        last = start
+        while skipped < SALVAGE_MAX_SKIPS:
+            rows: list[tuple[int, int, object]] = []
+            failed = False
+            try:  # row by row: the rows before a damaged page are kept
+                for row in conn.execute("SELECT ts, series_id, value FROM samples WHERE (ts, series_id) > (?, ?) "
+                                        "ORDER BY ts, series_id LIMIT ?", (*last, SALVAGE_CHUNK)):
+                    rows.append(row)
+            except sqlite3.DatabaseError:
+                failed = True
+            if not rows and not failed:
+                break
+            samples = []
+            for ts, sid, value in rows:
+                known = series.get(int(sid))
+                if known is None or sent_everywhere(int(ts), int(sid)):
+                    continue
+                name, labels, kind = known
+                if kind == TEXT:
+                    samples.append(Sample(name, None, int(ts), labels, str(value)))
+                else:
+                    samples.append(Sample(name, math.nan if value is None else float(value), int(ts),  # type: ignore[arg-type]
+                                          labels))
+            copied += queue.append(samples) if samples else 0
+            if rows:
+                last = (int(rows[-1][0]), int(rows[-1][1]))
+            if not failed:
+                step_ms = 1
+                continue
+            skipped += 1
+            if rows:
+                step_ms = 1
+            elif step_ms > SALVAGE_MAX_STEP_MS:
+                break
+            last = (last[0] + step_ms, -1)
+            step_ms *= 2
+        return copied, skipped
+    finally:
+        conn.close()
