@@ -1,15 +1,24 @@
-"""Bytes on the wire per sample for the default metric set, ours (vm-jsonl, gzip level 1)
-beside Debian's vmagent (Prometheus remote write: protobuf + snappy) for the same samples.
+"""Bytes on the wire per sample for the default metric set, in each of our formats (seed
+``json``, ``vm-jsonl``, ``remote-write``) beside Debian's vmagent (Prometheus remote write:
+protobuf + snappy) for the same samples; the CPU each format costs; gzip levels; where the
+vm-jsonl bytes go; and what levers outside the encoder would save.
 
-    .venv/bin/python -m bench.bench_wire [--minutes 60] [--vmagent-slices 60] [--quick]
+    .venv/bin/python -m bench.bench_wire [--minutes 60] [--vmagent-slices 60] [--quick] [--no-vmagent]
 
 The samples: the 65-series BELABOX set, each at its collection interval (cpu and network
-5 s, memory, disk and thermal 10 s, system 30 s, SRT 1 s) over ``--minutes``.
+5 s, memory, disk and thermal 10 s, system 30 s, SRT 1 s) over ``--minutes``, with values as
+the collectors make them now (CPU percent and rates rounded to 2 decimals: ``as_collected``)
+and timestamps as the collection loop stamps them: the wall clock when the loop wakes up,
+shared by every collector due then, mostly on its 1-s grid and sometimes a few ms late
+(``wake_up_jitter``, modelled on the agent's CollectionLoop measured on this machine with both
+cores saturated: 53 of 61 wake-ups on time, 2 off by 1 ms, 6 by 5 ms).
 
-Ours: request bodies exactly as the uploader builds them (``wire_format("vm-jsonl")`` +
-``gzip_bytes``), chunked the ways the uploader chunks: online, one request per upload
-interval (10 s, the default ``remote.interval``) holding what was collected since; after an
-outage, 10,000 samples per request (the default); and the seed's 50.
+Ours: request bodies exactly as the uploader builds them (``wire_format(...).body``: the
+format's encoding and its own compression), chunked the ways the uploader chunks: online,
+one request per upload interval (10 s, the default ``remote.interval``, or 60 s) holding what
+was collected since; after an outage, 10,000 samples per request (the default); and the
+seed's 50. CPU: ``time.process_time`` of encoding and compressing every request, best of 3
+passes (series heads cached, as in the agent), in µs per request and per sample.
 
 vmagent: started on 127.0.0.1 with ``-remoteWrite.url`` pointing at a counting HTTP proxy
 of ours in front of a real VictoriaMetrics. The same samples are pushed to vmagent's
@@ -17,7 +26,8 @@ of ours in front of a real VictoriaMetrics. The same samples are pushed to vmage
 every remote-write request vmagent sends. Online: one push per 10 s slice, each flushed
 before the next (the first ``--vmagent-slices`` slices: each waits for a flush); backlog:
 the whole range in one push, which vmagent packs into blocks of up to 10,000 samples. Both
-runs are checked: VictoriaMetrics must hold every pushed sample. Target ≤ 3 bytes/sample.
+runs are checked: VictoriaMetrics must hold every pushed sample. Issue 10's target: ≤ 2
+bytes/sample.
 """
 
 from __future__ import annotations
@@ -25,21 +35,59 @@ from __future__ import annotations
 import argparse
 import http.client
 import http.server
+import random
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from belabox_metrics.model import Sample
-from belabox_metrics.upload.encode import gzip_bytes, wire_format
-from bench._common import REPO_ROOT, belabox_series, count_settled, now_ms, table, temp_dir, timeline
+from belabox_metrics.upload.encode import GZIP_LEVEL, WireFormat, number, wire_format
+from bench._common import (
+    REPO_ROOT,
+    SeriesModel,
+    belabox_series,
+    count_settled,
+    now_ms,
+    table,
+    temp_dir,
+    timeline,
+)
 
 UPLOAD_INTERVAL_MS = 10_000
+BACKLOG_CHUNK = 10_000
 VMAGENT = "/usr/bin/vmagent"
 FLUSH_INTERVAL = "100ms"
+DEVICE = "belabox-001"
+FORMATS = ("json", "vm-jsonl", "remote-write")
+
+
+# -- the samples ---------------------------------------------------------------------------
+def as_collected(samples: Sequence[Sample], series: Sequence[SeriesModel]) -> list[Sample]:
+    """CPU percent and rates rounded to 2 decimals, as cpu.py and host_counters.py do."""
+    rounded = {(m.name, m.labels) for m in series if m.kind in ("usage", "rate")}
+    return [s._replace(value=round(s.value, 2)) if (s.name, s.labels) in rounded and s.value is not None else s
+            for s in samples]
+
+
+def wake_up_jitter(samples: Sequence[Sample], seed: int = 3) -> list[Sample]:
+    """Each collection round's stamp late by 0 ms (85 %), 1 ms (5 %) or 2-8 ms (10 %)."""
+    rng = random.Random(seed)
+    late: dict[int, int] = {}
+    out = []
+    for s in samples:
+        offset = late.get(s.timestamp_ms)
+        if offset is None:
+            draw = rng.random()
+            offset = late[s.timestamp_ms] = 0 if draw < 0.85 else 1 if draw < 0.90 else rng.randint(2, 8)
+        out.append(s._replace(timestamp_ms=s.timestamp_ms + offset))
+    return out
 
 
 def slices_by_interval(samples: Sequence[Sample], interval_ms: int) -> list[list[Sample]]:
@@ -53,15 +101,82 @@ def chunks(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
     return [list(samples[i:i + size]) for i in range(0, len(samples), size)]
 
 
-def our_bytes(requests: Sequence[Sequence[Sample]], device_id: str) -> int:
-    fmt = wire_format("vm-jsonl", device_id)
-    return sum(len(gzip_bytes(fmt.encode(r, 0))) for r in requests)
+def significant(samples: Sequence[Sample], digits: int, keep: Callable[[Sample], bool]) -> list[Sample]:
+    """What-if: the values ``keep`` selects rounded to ``digits`` significant digits."""
+    return [s._replace(value=float(f"{s.value:.{digits}g}")) if s.value is not None and keep(s) else s
+            for s in samples]
 
 
-def significant(samples: Sequence[Sample], digits: int = 6) -> list[Sample]:
-    """What-if: non-integral values rounded to ``digits`` significant digits."""
-    return [s._replace(value=float(f"{s.value:.{digits}g}")) if s.value is not None and not s.value.is_integer()
-            else s for s in samples]
+# -- measuring -----------------------------------------------------------------------------
+@dataclass
+class Figures:
+    bytes_per_sample: float
+    encode_us: float       # per request
+    compress_us: float     # per request
+    us_per_sample: float   # encode + compress
+
+
+def measure(fmt: WireFormat, requests: Sequence[Sequence[Sample]], passes: int = 3) -> Figures:
+    total = sum(len(r) for r in requests)
+    size = sum(len(fmt.body(r, 0)) for r in requests)
+    best: tuple[int, int] | None = None
+    for _ in range(passes):
+        encode_ns = compress_ns = 0
+        for r in requests:
+            t0 = time.process_time_ns()
+            raw = fmt.encode(r, 0)
+            t1 = time.process_time_ns()
+            fmt.compress(raw)
+            encode_ns += t1 - t0
+            compress_ns += time.process_time_ns() - t1
+        if best is None or encode_ns + compress_ns < sum(best):
+            best = (encode_ns, compress_ns)
+    assert best is not None
+    return Figures(size / total, best[0] / 1000 / len(requests), best[1] / 1000 / len(requests),
+                   sum(best) / 1000 / total)
+
+
+def wire_bytes(fmt: WireFormat, requests: Sequence[Sequence[Sample]]) -> float:
+    return sum(len(fmt.body(r, 0)) for r in requests) / sum(len(r) for r in requests)
+
+
+def delta_floor(requests: Sequence[Sequence[Sample]]) -> tuple[float, float]:
+    """(values, timestamps) in bytes per sample for a stateful-style encoding of the same
+    requests, as an estimate of what the data carries: per series, values as integers at
+    their finest decimal exponent (12 significant digits), delta-coded; timestamps as
+    delta-of-delta; zig-zag varints; zlib level 9. No series names or labels counted."""
+    def varint(value: int) -> bytes:
+        value = (value << 1) ^ (value >> 63)  # zig-zag
+        out = bytearray()
+        while value > 0x7F:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+        return bytes(out)
+
+    values_bytes = stamp_bytes = 0
+    for request in requests:
+        grouped: dict[object, list[Sample]] = {}
+        for s in request:
+            grouped.setdefault((s.name, s.labels), []).append(s)
+        values_out, stamps_out = bytearray(), bytearray()
+        for group in grouped.values():
+            decimals = [Decimal(number(s.value)) for s in group]  # type: ignore[arg-type]
+            exponent = min(int(d.as_tuple().exponent) for d in decimals)
+            previous = 0
+            for d in decimals:
+                scaled = int(d.scaleb(-exponent))
+                values_out += varint(scaled - previous)
+                previous = scaled
+            previous_ts = previous_delta = 0
+            for index, s in enumerate(group):
+                delta = s.timestamp_ms - previous_ts
+                stamps_out += varint(s.timestamp_ms if index == 0 else delta - previous_delta)
+                previous_ts, previous_delta = s.timestamp_ms, (delta if index else 0)
+        values_bytes += len(zlib.compress(bytes(values_out), 9))
+        stamp_bytes += len(zlib.compress(bytes(stamps_out), 9))
+    total = sum(len(r) for r in requests)
+    return values_bytes / total, stamp_bytes / total
 
 
 class CountingProxy:
@@ -133,56 +248,129 @@ def push(url: str, body: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="bytes on the wire per sample, ours beside vmagent")
+    parser = argparse.ArgumentParser(description="bytes on the wire per sample, per format, beside vmagent")
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--vmagent-slices", type=int, default=60,
                         help="10 s slices pushed one by one to vmagent (each waits for a flush)")
     parser.add_argument("--quick", action="store_true", help="CI mode: 10 minutes, 12 slices")
+    parser.add_argument("--no-vmagent", action="store_true", help="our formats only (no VictoriaMetrics needed)")
     args = parser.parse_args(argv)
     minutes, slice_count = (10, 12) if args.quick else (args.minutes, args.vmagent_slices)
     series = belabox_series()
-    samples = timeline(series, minutes * 60, now_ms() - minutes * 60_000)
-    online = slices_by_interval(samples, UPLOAD_INTERVAL_MS)
-    rounded = significant(samples)
+    # Recent (VictoriaMetrics keeps it), and the same millisecond part every run: repeatable sizes.
+    start = (now_ms() // 1000 - minutes * 60) * 1000 + 123
+    on_grid = as_collected(timeline(series, minutes * 60, start), series)
+    samples = wake_up_jitter(on_grid)
     n = len(samples)
+    online = slices_by_interval(samples, UPLOAD_INTERVAL_MS)
+    backlog = chunks(samples, BACKLOG_CHUNK)
     print(f"{len(series)} series, {minutes} min, {n:,} samples; online: {len(online)} requests of "
-          f"~{n // len(online)} samples", flush=True)
+          f"~{n // len(online)} samples; backlog: {len(backlog)} requests of {BACKLOG_CHUNK:,}", flush=True)
 
-    ours = {
-        "online (10 s)": our_bytes(online, "wire-ours") / n,
-        "online (60 s)": our_bytes(slices_by_interval(samples, 60_000), "wire-ours") / n,
-        "backlog 10k": our_bytes(chunks(samples, 10_000), "wire-ours") / n,
-        "seed chunk 50": our_bytes(chunks(samples, 50), "wire-ours") / n,
-        "online (10 s), 6 significant digits": our_bytes(slices_by_interval(rounded, UPLOAD_INTERVAL_MS),
-                                                         "wire-ours") / n,
-        "backlog 10k, 6 significant digits": our_bytes(chunks(rounded, 10_000), "wire-ours") / n,
-    }
-    pushed_online = [s for part in online[:slice_count] for s in part]
-    ours_same_slices = our_bytes(online[:slice_count], "wire-ours") / len(pushed_online)
+    # 1. Formats.
+    rows: list[list[object]] = []
+    figures: dict[str, tuple[Figures, Figures]] = {}
+    for name, level in [("json", None), ("vm-jsonl", 1), ("vm-jsonl", None), ("remote-write", None)]:
+        fmt = wire_format(name, DEVICE, level)
+        label = f"{name} (gzip {level or GZIP_LEVEL})" if name != "remote-write" else f"{name} (snappy)"
+        on, back = measure(fmt, online), measure(fmt, backlog)
+        if level is None:
+            figures[name] = (on, back)
+        rows.append([label, on.bytes_per_sample, wire_bytes(fmt, slices_by_interval(samples, 60_000)),
+                     back.bytes_per_sample, wire_bytes(fmt, chunks(samples, 50)),
+                     f"{on.encode_us + on.compress_us:.0f} ({on.us_per_sample:.2f}/sample)",
+                     f"{(back.encode_us + back.compress_us) / 1000:.1f} ({back.us_per_sample:.2f}/sample)"])
+    print(f"\n1. bytes on the wire per sample (request bodies) and CPU, {n:,} samples of {len(series)} series over "
+          f"{minutes} min\n")
+    print(table(["format", "online 10 s", "online 60 s", "backlog 10k", "chunk 50", "CPU µs per online request",
+                 "CPU ms per backlog request"], rows))
 
+    # 2. gzip levels (vm-jsonl).
+    rows = []
+    base: tuple[float, float] | None = None
+    for level in range(1, 10):
+        fmt = wire_format("vm-jsonl", DEVICE, level)
+        on, back = measure(fmt, online), measure(fmt, backlog)
+        base = base or (on.bytes_per_sample, back.bytes_per_sample)
+        rows.append([level, on.bytes_per_sample, f"{on.bytes_per_sample / base[0] - 1:+.0%}", on.compress_us,
+                     back.bytes_per_sample, f"{back.bytes_per_sample / base[1] - 1:+.0%}", back.compress_us / 1000,
+                     back.compress_us / BACKLOG_CHUNK, back.encode_us / 1000])
+    print("\n2. vm-jsonl at each gzip level: bytes per sample and compression CPU (encoding JSON is the same for all)\n")
+    print(table(["level", "online B/sample", "vs 1", "gzip µs per online request", "backlog B/sample", "vs 1",
+                 "gzip ms per backlog request", "gzip µs per sample", "encode ms per backlog request"], rows))
+
+    # 3. Where the vm-jsonl bytes go.
+    fmt = wire_format("vm-jsonl", DEVICE)
+    rows = []
+    for label, requests in (("online 10 s", online), ("backlog 10k", backlog)):
+        full = wire_bytes(fmt, requests)
+        no_values = wire_bytes(fmt, [[s._replace(value=0.0) for s in r] for r in requests])
+        no_stamps = wire_bytes(fmt, [[s._replace(timestamp_ms=1) for s in r] for r in requests])
+        neither = wire_bytes(fmt, [[s._replace(value=0.0, timestamp_ms=1) for s in r] for r in requests])
+        rows.append([label, full, full - no_values, full - no_stamps, neither])
+    print(f"\n3. where the vm-jsonl bytes go (gzip {GZIP_LEVEL}): what each part costs, measured as what "
+          "replacing it by a constant saves\n")
+    print(table(["chunking", "B/sample", "values", "timestamps", "left: series heads, JSON syntax"], rows))
+
+    # 4. Levers outside the encoder: what-ifs on the samples.
+    kinds = {(m.name, m.labels): m.kind for m in series}
+
+    def kind(s: Sample) -> str:
+        return kinds[(s.name, s.labels)]
+
+    levers = [
+        ("as collected (the rows above)", samples),
+        ("timestamps exactly on the grid (no wake-up jitter)", on_grid),
+        ("timestamps on whole wall-clock seconds (.000)", [s._replace(timestamp_ms=s.timestamp_ms // 1000 * 1000)
+                                                           for s in on_grid]),
+        ("rates to 3 significant digits", significant(samples, 3, lambda s: kind(s) == "rate")),
+        ("SRT loss percent to 2 decimals", [s._replace(value=round(s.value, 2)) if kind(s) == "ratio" and s.value
+                                            is not None else s for s in samples]),
+        ("both of the last two", significant([s._replace(value=round(s.value, 2)) if kind(s) == "ratio" and s.value
+                                              is not None else s for s in samples], 3, lambda s: kind(s) == "rate")),
+        ("no *_per_second series (PromQL rate() of the counters)", [s for s in samples if kind(s) != "rate"]),
+    ]
+    rows = []
+    jsonl, remote = wire_format("vm-jsonl", DEVICE), wire_format("remote-write", DEVICE)
+    for label, variant in levers:
+        on_requests, back_requests = slices_by_interval(variant, UPLOAD_INTERVAL_MS), chunks(variant, BACKLOG_CHUNK)
+        back = wire_bytes(jsonl, back_requests)
+        rows.append([label, wire_bytes(jsonl, on_requests), back, back * len(variant) / 1024 / (minutes / 60),
+                     wire_bytes(remote, on_requests), wire_bytes(remote, back_requests)])
+    print(f"\n4. levers outside the encoder (what-ifs on the samples): bytes per sample, vm-jsonl gzip {GZIP_LEVEL} "
+          "and remote-write\n")
+    print(table(["samples", "vm-jsonl online", "vm-jsonl backlog", "vm-jsonl backlog KiB/h", "remote-write online",
+                 "remote-write backlog"], rows))
+
+    # 5. What the data carries.
+    rows = []
+    for label, requests in (("online 10 s", online), ("backlog 10k", backlog)):
+        values, stamps = delta_floor(requests)
+        rows.append([label, values, stamps, values + stamps])
+    print("\n5. what the data carries: per-series delta coding + zlib 9 (values as decimal integers, timestamps "
+          "delta-of-delta; no names or labels)\n")
+    print(table(["chunking", "values B/sample", "timestamps B/sample", "sum"], rows))
+
+    if args.no_vmagent:
+        return 0
     vmagent = _run_vmagent(online[:slice_count], samples)
     if vmagent is None:
         return 2
     agent_online, agent_backlog = vmagent
-
-    rows: list[list[object]] = [
-        ["ours", "online: one request per 10 s", ours["online (10 s)"], ""],
-        ["ours", f"online, the {slice_count} slices vmagent got", ours_same_slices, ""],
-        ["vmagent", f"online: the same {slice_count} slices, flushed one by one", agent_online,
-         f"ours {agent_online / ours_same_slices:.1f}x smaller"],
-        ["ours", "online: one request per 60 s (remote.interval: 60s)", ours["online (60 s)"], ""],
-        ["ours", "backlog: 10,000 per request", ours["backlog 10k"], ""],
-        ["vmagent", "backlog: all pushed at once (blocks of <= 10,000)", agent_backlog,
-         f"ours {agent_backlog / ours['backlog 10k']:.1f}x smaller"],
-        ["ours", "seed chunk: 50 per request", ours["seed chunk 50"], ""],
-        ["ours (what-if)", "online, values to 6 significant digits", ours["online (10 s), 6 significant digits"], ""],
-        ["ours (what-if)", "backlog 10k, values to 6 significant digits", ours["backlog 10k, 6 significant digits"],
-         ""],
-    ]
-    print(f"\nbytes on the wire per sample (request bodies), {n:,} samples of {len(series)} series over "
-          f"{minutes} min\n")
-    print(table(["sender", "chunking", "bytes/sample", "ratio"], rows))
-    print(f"\ntarget <= 3 bytes/sample: online {ours['online (10 s)']:.2f}, backlog {ours['backlog 10k']:.2f}")
+    same = online[:slice_count]
+    rows = []
+    for name in FORMATS:
+        fmt = wire_format(name, DEVICE)
+        ours_same = wire_bytes(fmt, same)
+        rows.append([f"ours, {name}", ours_same, f"{agent_online / ours_same:.1f}x smaller",
+                     figures[name][1].bytes_per_sample, f"{agent_backlog / figures[name][1].bytes_per_sample:.1f}x smaller"])
+    rows.append(["vmagent (remote write)", agent_online, "", agent_backlog, ""])
+    print(f"\n6. beside vmagent: online = the first {slice_count} 10 s slices, flushed one by one; backlog = "
+          "all at once (vmagent: blocks of <= 10,000; ours: 10,000 per request)\n")
+    print(table(["sender", "online B/sample", "vs vmagent", "backlog B/sample", "vs vmagent"], rows))
+    jsonl_on, jsonl_back = figures["vm-jsonl"]
+    print(f"\ntarget <= 2 bytes/sample: vm-jsonl online {jsonl_on.bytes_per_sample:.2f}, "
+          f"backlog {jsonl_back.bytes_per_sample:.2f}")
     return 0
 
 

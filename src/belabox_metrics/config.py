@@ -16,6 +16,7 @@ import yaml
 from belabox_metrics.collectors.base import MetricSettings, lookup
 from belabox_metrics.priority import CLASS_NAMES, PrioritySettings, class_index
 from belabox_metrics.upload.bandwidth import BandwidthSettings
+from belabox_metrics.upload.encode import GZIP_LEVEL
 from belabox_metrics.validation import ConfigError, Reader, join_key
 
 DEFAULT_CONFIG_PATH = "/etc/belabox-metrics/config.yaml"
@@ -58,6 +59,7 @@ class RemoteSettings:
     batch_size: int = 10_000
     max_request_bytes: int = 256 * 1024
     format: str = "json"
+    compression_level: int = GZIP_LEVEL     # gzip's 1-9 for json and vm-jsonl
     shutdown_grace: float = 5.0
     newest_first: bool = False
     max_sample_age: float = 30 * 86400.0
@@ -286,6 +288,7 @@ def _parse_remote(reader: Reader) -> RemoteSettings:
         batch_size=reader.integer("batch_size", 10_000, minimum=1, maximum=1_000_000),
         max_request_bytes=reader.size("max_request_bytes", 256 * 1024),
         format=reader.string("format", "json", choices=REMOTE_FORMATS),
+        compression_level=reader.integer("compression_level", GZIP_LEVEL, minimum=1, maximum=9),
         shutdown_grace=reader.duration("shutdown_grace", 5.0, minimum=0, maximum=300),
         newest_first=reader.boolean("newest_first", False),
         max_sample_age=reader.duration("max_sample_age", 30 * 86400.0, minimum=60),
@@ -304,6 +307,9 @@ def _parse_remote(reader: Reader) -> RemoteSettings:
         reader.fail("url", f"{wrong_path} does not take format {settings.format}",
                     f"send {settings.format} to {right_path}, or change remote.format")
     if settings.format == "remote-write":
+        if reader.has("compression_level"):
+            reader.fail("compression_level", "remote-write is snappy-compressed, which has no levels",
+                        "remove compression_level (it sets gzip's level for json and vm-jsonl)")
         from belabox_metrics.upload import remote_write
 
         if remote_write.snappy_missing():

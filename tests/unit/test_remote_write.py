@@ -231,3 +231,24 @@ def test_zero_and_negative_zero() -> None:
     assert sample_bytes(0.0, 5) == bytes.fromhex("1202" "1005")       # value left out (proto3 default)
     assert decode(field_bytes(0x0A, sample_bytes(-0.0, 0)))[0][1] == [(-0.0, 0)]
     assert math.copysign(1.0, decode(field_bytes(0x0A, sample_bytes(-0.0, 0)))[0][1][0][0]) == -1.0
+
+
+REMOTE = ("device: {{id: b}}\nstorage: {{path: /tmp/x.db}}\nremote: {{url: 'http://127.0.0.1:8428{path}', "
+          "format: {fmt}{extra}}}\nmetrics: [{{name: cpu}}]\n")
+
+
+def test_compression_level_default_and_range() -> None:
+    assert parse_config(REMOTE.format(path="/api/v1/import", fmt="vm-jsonl", extra="")).remote.compression_level == 6
+    assert parse_config(REMOTE.format(path="/api/v1/import", fmt="vm-jsonl",
+                                      extra=", compression_level: 1")).remote.compression_level == 1
+    for bad in ("0", "10", "fast"):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(REMOTE.format(path="/api/v1/import", fmt="vm-jsonl", extra=f", compression_level: {bad}"))
+        assert caught.value.key == "remote.compression_level"
+
+
+def test_compression_level_with_remote_write_is_an_error() -> None:
+    assert parse_config(REMOTE.format(path="/api/v1/write", fmt="remote-write", extra="")).remote.format == "remote-write"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(REMOTE.format(path="/api/v1/write", fmt="remote-write", extra=", compression_level: 9"))
+    assert caught.value.key == "remote.compression_level" and "snappy" in str(caught.value)
