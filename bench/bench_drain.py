@@ -1,5 +1,6 @@
 """Backlog drain: 1,000,000 stored samples sent to a real VictoriaMetrics on loopback by
-``Uploader.run_cycle`` with ``HttpTransport`` (vm-jsonl, gzip level 1), then counted back.
+``Uploader.run_cycle`` with ``HttpTransport`` (vm-jsonl, gzip at the default
+``remote.compression_level``), then counted back.
 
     .venv/bin/python -m bench.bench_drain [--samples 1000000] [--quick] [--no-scale]
 

@@ -3,7 +3,8 @@
 protobuf + snappy) for the same samples; the CPU each format costs; gzip levels; where the
 vm-jsonl bytes go; and what levers outside the encoder would save.
 
-    .venv/bin/python -m bench.bench_wire [--minutes 60] [--vmagent-slices 60] [--quick] [--no-vmagent]
+    .venv/bin/python -m bench.bench_wire [--minutes 60] [--vmagent-slices 60] [--agent-seconds 75]
+                                         [--quick] [--no-vmagent] [--imports-only]
 
 The samples: the 65-series BELABOX set, each at its collection interval (cpu and network
 5 s, memory, disk and thermal 10 s, system 30 s, SRT 1 s) over ``--minutes``, with values as
@@ -28,6 +29,10 @@ before the next (the first ``--vmagent-slices`` slices: each waits for a flush);
 the whole range in one push, which vmagent packs into blocks of up to 10,000 samples. Both
 runs are checked: VictoriaMetrics must hold every pushed sample. Issue 10's target: ≤ 2
 bytes/sample.
+
+Memory: the RSS each way of speaking remote write adds to an interpreter (cramjam, python-
+snappy, the protobuf runtime, our encoder), and the real agent run with each format
+(``--agent-seconds``; RSS, CPU and bytes per sample of real host metrics on this machine).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import http.server
+import json
 import random
 import subprocess
 import sys
@@ -47,8 +53,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from belabox_metrics.model import Sample
-from belabox_metrics.upload.encode import GZIP_LEVEL, WireFormat, number, wire_format
+from belabox_metrics.model import Labels, Sample
+from belabox_metrics.upload.encode import (
+    GZIP_LEVEL,
+    VmSeriesHeads,
+    WireFormat,
+    number,
+    series_labels,
+    vm_jsonl,
+    wire_format,
+)
 from bench._common import (
     REPO_ROOT,
     SeriesModel,
@@ -134,6 +148,36 @@ def measure(fmt: WireFormat, requests: Sequence[Sequence[Sample]], passes: int =
     assert best is not None
     return Figures(size / total, best[0] / 1000 / len(requests), best[1] / 1000 / len(requests),
                    sum(best) / 1000 / total)
+
+
+def _ordered_jsonl() -> WireFormat:
+    """vm-jsonl with its lines sorted so series with the same timestamp arrays sit together."""
+    heads = VmSeriesHeads(DEVICE)
+
+    def encode(samples: Sequence[Sample], now_ms: int) -> bytes:
+        grouped: dict[tuple[str, Labels], tuple[list[int], list[float]]] = {}
+        for s in samples:
+            group = grouped.setdefault((s.name, s.labels), ([], []))
+            group[0].append(s.timestamp_ms)
+            group[1].append(s.value)  # type: ignore[arg-type]
+        items = sorted(grouped.items(), key=lambda kv: (len(kv[1][0]), kv[1][0][0], kv[1][0][-1], kv[0][0]))
+        lines = [f'{heads.head(*key)},"values":[{",".join(map(number, values))}],'
+                 f'"timestamps":[{",".join(map(str, stamps))}]}}' for key, (stamps, values) in items]
+        return ("\n".join(lines) + "\n").encode()
+
+    return WireFormat("vm-jsonl-ordered", "application/x-ndjson", encode)
+
+
+def _no_device_jsonl() -> WireFormat:
+    """vm-jsonl without the device_id label in each line's head."""
+    class Heads(VmSeriesHeads):
+        def head(self, name: str, labels: Labels) -> str:
+            metric = series_labels(self.device_id, name, labels)
+            del metric["device_id"]
+            return '{"metric":' + json.dumps(metric, separators=(",", ":"), ensure_ascii=False)
+
+    heads = Heads(DEVICE)
+    return WireFormat("vm-jsonl-no-device", "application/x-ndjson", lambda samples, now: vm_jsonl(heads, samples))
 
 
 def wire_bytes(fmt: WireFormat, requests: Sequence[Sequence[Sample]]) -> float:
@@ -247,6 +291,144 @@ def push(url: str, body: bytes) -> None:
         answer.read()
 
 
+# -- memory: what each way of speaking remote write costs -----------------------------------
+_PROTOBUF_WRITE_REQUEST = """
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+F = descriptor_pb2.FieldDescriptorProto
+fd = descriptor_pb2.FileDescriptorProto(name="rw.proto", package="prometheus", syntax="proto3")
+m = fd.message_type.add(name="Label")
+m.field.add(name="name", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+m.field.add(name="value", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+m = fd.message_type.add(name="Sample")
+m.field.add(name="value", number=1, type=F.TYPE_DOUBLE, label=F.LABEL_OPTIONAL)
+m.field.add(name="timestamp", number=2, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+m = fd.message_type.add(name="TimeSeries")
+m.field.add(name="labels", number=1, type=F.TYPE_MESSAGE, type_name=".prometheus.Label", label=F.LABEL_REPEATED)
+m.field.add(name="samples", number=2, type=F.TYPE_MESSAGE, type_name=".prometheus.Sample", label=F.LABEL_REPEATED)
+m = fd.message_type.add(name="WriteRequest")
+m.field.add(name="timeseries", number=1, type=F.TYPE_MESSAGE, type_name=".prometheus.TimeSeries",
+            label=F.LABEL_REPEATED)
+pool = descriptor_pool.DescriptorPool()
+pool.Add(fd)
+request = message_factory.GetMessageClass(pool.FindMessageTypeByName("prometheus.WriteRequest"))()
+series = request.timeseries.add()
+series.labels.add(name="__name__", value="x")
+series.samples.add(value=1.5, timestamp=1000)
+assert series.SerializeToString()
+"""
+# (what, module that must be installed, code measured, code run before measuring)
+IMPORT_PROBES = (
+    ("cramjam: import", "cramjam", "import cramjam", ""),
+    ("cramjam: import + one snappy block", "cramjam", "import cramjam; cramjam.snappy.compress_raw(b'x' * 1000)",
+     ""),
+    ("python-snappy (a wrapper of cramjam since 0.7): import + one block", "snappy",
+     "import snappy; snappy.compress(b'x' * 1000)", ""),
+    ("protobuf: runtime + a WriteRequest class built at run time, one message", "google.protobuf",
+     _PROTOBUF_WRITE_REQUEST, ""),
+    ("ours: upload.remote_write + one request encoded (no cramjam), after upload.encode", "belabox_metrics",
+     "from belabox_metrics.upload import remote_write as rw\n"
+     "rw.write_request(rw.RemoteWriteSeries('b'), [Sample('x', 1.5, 1000, make_labels(a='b'))])",
+     "from belabox_metrics.upload import encode\nfrom belabox_metrics.model import Sample, make_labels"),
+)
+# VmRSS before and after running the probe in a fresh interpreter that already holds what
+# the agent always imports (json, gzip, zlib, and the probe's setup).
+_PROBE = """
+import gzip, importlib.util, json, sys, zlib
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+try:
+    found = importlib.util.find_spec(sys.argv[1]) is not None
+except ImportError:  # google.protobuf without google
+    found = False
+if not found:
+    print("missing")
+    raise SystemExit
+exec(sys.argv[3])
+before = rss()
+exec(sys.argv[2])
+print(rss() - before)
+"""
+
+
+def import_costs() -> list[list[object]]:
+    rows: list[list[object]] = []
+    for label, module, code, setup in IMPORT_PROBES:
+        runs = []
+        for _ in range(3):
+            out = subprocess.run([sys.executable, "-c", _PROBE, module, code, setup], capture_output=True, text=True,
+                                 check=True, cwd=REPO_ROOT).stdout.strip()
+            if out == "missing":
+                break
+            runs.append(int(out) / 1024)
+        version = _version(module.split(".")[0] if module != "google.protobuf" else "protobuf")
+        rows.append([label, version, f"+{min(runs):.2f}" if runs else "not installed"])
+    return rows
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version({"snappy": "python-snappy"}.get(distribution, distribution))
+    except PackageNotFoundError:
+        return "-"
+
+
+def agent_runs(seconds: float, warmup: float = 15.0) -> list[list[object]]:
+    """The real agent (configs/config.yaml's host collectors, as bench_footprint runs it)
+    with each format against a real VictoriaMetrics: RSS, CPU and bytes per sample from its
+    own /metrics, over the window after the warm-up."""
+    from tests.helpers import free_port
+    from tests.vm import VictoriaMetrics, vm_available
+
+    from bench.bench_footprint import (
+        default_config,
+        prom_value,
+        run_ns,
+        start_agent,
+        status_kb,
+        stop,
+        wait_http,
+    )
+
+    binary = vm_available()
+    if binary is None:
+        raise RuntimeError("victoria-metrics not installed (Debian package victoria-metrics)")
+    rows: list[list[object]] = []
+    with temp_dir("bench-wire-agent-") as directory:
+        workdir = Path(directory)
+        vm = VictoriaMetrics(binary, workdir / "vm", free_port())
+        vm.start()
+        try:
+            for fmt, path in (("vm-jsonl", "/api/v1/import"), ("remote-write", "/api/v1/write")):
+                port = free_port()
+                config = default_config(workdir, f"wire-agent-{fmt}", vm.url + path, port,
+                                        extra={"remote": {"format": fmt}})
+                agent = start_agent(config, workdir / f"{fmt}.log")
+                try:
+                    metrics = f"http://127.0.0.1:{port}/metrics"
+                    wait_http(metrics, proc=agent)
+                    time.sleep(warmup)
+                    cpu0, sent0 = run_ns(agent.pid)[0], prom_value(metrics, "uploader_bytes_sent_total")
+                    count0 = prom_value(metrics, "uploader_metrics_uploaded_total")
+                    rss = []
+                    deadline = time.monotonic() + seconds - warmup
+                    while time.monotonic() < deadline:
+                        rss.append(status_kb(agent.pid, "VmRSS"))
+                        time.sleep(1.0)
+                    cpu = (run_ns(agent.pid)[0] - cpu0) / 1e9
+                    sent = prom_value(metrics, "uploader_bytes_sent_total") - sent0
+                    count = prom_value(metrics, "uploader_metrics_uploaded_total") - count0
+                    rows.append([fmt, sum(rss) / len(rss) / 1024, status_kb(agent.pid, "VmHWM") / 1024,
+                                 cpu * 1000 / (seconds - warmup) * 60, int(count), sent / max(count, 1)])
+                finally:
+                    stop(agent)
+        finally:
+            vm.stop()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="bytes on the wire per sample, per format, beside vmagent")
     parser.add_argument("--minutes", type=int, default=60)
@@ -254,7 +436,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="10 s slices pushed one by one to vmagent (each waits for a flush)")
     parser.add_argument("--quick", action="store_true", help="CI mode: 10 minutes, 12 slices")
     parser.add_argument("--no-vmagent", action="store_true", help="our formats only (no VictoriaMetrics needed)")
+    parser.add_argument("--agent-seconds", type=float, default=75.0,
+                        help="run the real agent this long per format (15 s warm-up); 0: skip")
+    parser.add_argument("--imports-only", action="store_true",
+                        help="only the import RSS table (run it with any interpreter that has the packages)")
     args = parser.parse_args(argv)
+    if args.imports_only:
+        print(table(["what", "version", "RSS MB"], import_costs()))
+        return 0
     minutes, slice_count = (10, 12) if args.quick else (args.minutes, args.vmagent_slices)
     series = belabox_series()
     # Recent (VictoriaMetrics keeps it), and the same millisecond part every run: repeatable sizes.
@@ -329,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
         ("both of the last two", significant([s._replace(value=round(s.value, 2)) if kind(s) == "ratio" and s.value
                                               is not None else s for s in samples], 3, lambda s: kind(s) == "rate")),
         ("no *_per_second series (PromQL rate() of the counters)", [s for s in samples if kind(s) != "rate"]),
+        ("no *_per_second series, SRT loss percent to 2 decimals",
+         [s._replace(value=round(s.value, 2)) if kind(s) == "ratio" and s.value is not None else s
+          for s in samples if kind(s) != "rate"]),
     ]
     rows = []
     jsonl, remote = wire_format("vm-jsonl", DEVICE), wire_format("remote-write", DEVICE)
@@ -342,6 +534,15 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["samples", "vm-jsonl online", "vm-jsonl backlog", "vm-jsonl backlog KiB/h", "remote-write online",
                  "remote-write backlog"], rows))
 
+    # 4b. Encoder what-ifs, not adopted.
+    rows = []
+    for label, fmt in (("vm-jsonl as sent (lines in first-seen order)", jsonl),
+                       ("lines ordered by their timestamps (same arrays side by side)", _ordered_jsonl()),
+                       ("device_id left out of each line (extra_label on the URL instead)", _no_device_jsonl())):
+        rows.append([label, wire_bytes(fmt, online), wire_bytes(fmt, backlog)])
+    print(f"\n4b. encoder what-ifs (vm-jsonl, gzip {GZIP_LEVEL}), not adopted: bytes per sample\n")
+    print(table(["encoding", "online 10 s", "backlog 10k"], rows))
+
     # 5. What the data carries.
     rows = []
     for label, requests in (("online 10 s", online), ("backlog 10k", backlog)):
@@ -351,8 +552,16 @@ def main(argv: list[str] | None = None) -> int:
           "delta-of-delta; no names or labels)\n")
     print(table(["chunking", "values B/sample", "timestamps B/sample", "sum"], rows))
 
+    print("\n7. memory: what speaking remote write costs (VmRSS growth in a fresh interpreter, best of 3)\n")
+    print(table(["what", "version", "RSS MB"], import_costs()))
+
     if args.no_vmagent:
         return 0
+    if args.agent_seconds > 0 and not args.quick:
+        print(f"\n8. the real agent with each format, {args.agent_seconds:.0f} s each (15 s warm-up), host "
+              "collectors of configs/config.yaml on this machine, uploads every 10 s\n", flush=True)
+        print(table(["format", "RSS mean MB", "VmHWM MB", "CPU ms per minute", "samples uploaded",
+                     "wire B/sample"], agent_runs(args.agent_seconds)))
     vmagent = _run_vmagent(online[:slice_count], samples)
     if vmagent is None:
         return 2

@@ -1,12 +1,14 @@
 """Priority classes P0 ... P3: which upload lane a series goes in, chosen by metric name.
 
-While a stream is live the uplink belongs to the video: the uploader serves the lanes in
-order (P0 first) and only the classes in ``while_live``; a lane is served only when the ones
-before it have nothing pending. Each lane drains oldest first, so every series reaches the
+The uploader serves the lanes in order (P0 first); a lane is served only when the ones
+before it have nothing pending, so under the (lower) live budget the important series stay
+current and the rest takes what bandwidth is left. ``while_live`` can hold classes back
+entirely while a stream is live (by default none is held: a dashboard panel should not go
+blank because a stream started). Each lane drains oldest first, so every series reaches the
 remote in time order. The defaults put what a streamer watches during a stream in P0 (SRT
 link health, the BELABOX's own view of its modems and stream, temperatures, the agent's
 health), the host's headline gauges in P1, everything else in P2, and cumulative counters
-(whose per-second rates are already sent) in P3, which waits while a stream is live.
+(whose per-second rates are already sent) in P3.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class PrioritySettings:
     # (`srt_rtt_seconds`). The first class with a matching pattern wins.
     classes: tuple[tuple[str, ...], ...] = tuple(DEFAULT_CLASSES.values())
     default_class: int = 2
-    while_live: tuple[int, ...] = (0, 1, 2)
+    while_live: tuple[int, ...] = (0, 1, 2, 3)
 
     def lanes(self, live: bool) -> tuple[int, ...]:
         return self.while_live if live else tuple(range(len(CLASS_NAMES)))

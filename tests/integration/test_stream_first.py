@@ -1,7 +1,7 @@
 """Stream first: while real SRT is live the agent drains its backlog under the live budget,
 and faster once the stream stops (issue 10). Priorities: the SRT series (P0) stay current
-while the P2 backlog drains behind them, the P3 backlog (counters) waits until the stream
-stops, and every series arrives in time order.
+while the P2 backlog drains behind them, the P3 backlog (counters, held back by
+``while_live: [P0, P1, P2]``) waits until the stream stops, and every series arrives in time order.
 
     UDP generator --> srt-live-transmit sender --srt--> srt-live-transmit receiver --> sink
                               | -statsout (JSON)
@@ -199,6 +199,7 @@ remote:
     live_bytes_per_second: {LIVE_RATE}
     burst_bytes: {BURST}
     live_hold: {LIVE_HOLD:g}s
+  priority: {{while_live: [P0, P1, P2]}}   # counters (P3) wait while the stream is live
 health: {{listen: "127.0.0.1:{health_port}"}}
 logging: {{level: info, format: json}}
 metrics:

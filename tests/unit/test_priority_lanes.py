@@ -105,16 +105,27 @@ def test_new_p0_samples_jump_a_lower_lanes_backlog(queue: SampleQueue) -> None:
     assert sorted(v for _, _, v in delivered(transport)) == [*map(float, range(40)), 500.0, 501.0, 502.0]
 
 
-def test_while_live_p3_waits_and_goes_once_the_stream_stops(queue: SampleQueue) -> None:
+def test_by_default_every_class_goes_while_live_in_priority_order(queue: SampleQueue) -> None:
     start = NOW_MS - 60_000
     queue.append(series_samples("network.receive_bytes_total", 5, start, interface="wwan0"))
     queue.append(series_samples("srt.rtt_seconds", 5, start, first_value=10))
     transport = ScriptedTransport()
-    uploader(queue, transport, live=True).run_cycle()
+    uploader(queue, transport, live=True, settings=PrioritySettings()).run_cycle()
+    assert [n for n, _, _ in delivered(transport)] == ["srt_rtt_seconds"] * 5 + ["network_receive_bytes_total"] * 5
+    assert queue.pending_count(URL) == 0
+
+
+def test_while_live_p3_held_back_waits_and_goes_once_the_stream_stops(queue: SampleQueue) -> None:
+    start = NOW_MS - 60_000
+    queue.append(series_samples("network.receive_bytes_total", 5, start, interface="wwan0"))
+    queue.append(series_samples("srt.rtt_seconds", 5, start, first_value=10))
+    transport = ScriptedTransport()
+    held = PrioritySettings(while_live=(0, 1, 2))
+    uploader(queue, transport, live=True, settings=held).run_cycle()
     assert {n for n, _, _ in delivered(transport)} == {"srt_rtt_seconds"}
     assert queue.pending_by_lane(URL) == {0: 0, 3: 5}
     assert queue.stats(URL, totals=False).pending_by_class == {"P0": 0, "P3": 5}
-    uploader(queue, transport, live=False).run_cycle()
+    uploader(queue, transport, live=False, settings=held).run_cycle()
     assert [v for n, _, v in delivered(transport) if n == "network_receive_bytes_total"] == [0, 1, 2, 3, 4]
     assert queue.pending_count(URL) == 0
 
