@@ -83,12 +83,52 @@ def test_p0_goes_first_then_each_lane_oldest_first_each_series_in_time_order(que
     assert result.error is None and queue.pending_count(URL) == 0
     sent = delivered(transport)
     names = [name for name, _, _ in sent]
-    # Lanes in order: all of P0, then P1, then P2, each drained in chunks of 10.
+    # Lanes in order: all of P0, then P1, then P2; a request with room left takes the next
+    # lane's rows too (one request per 10 samples, not one per lane).
     assert names == ["srt_rtt_seconds"] * 12 + ["cpu_usage_percent"] * 15 + ["disk_read_bytes_per_second"] * 30
-    assert [len(r[0]["values"]) for r in transport.requests] == [10, 2, 10, 5, 10, 10, 10]  # type: ignore[arg-type]
+    assert [[(line["metric"]["__name__"], len(line["values"])) for line in r]  # type: ignore[index]
+            for r in transport.requests] == [
+        [("srt_rtt_seconds", 10)],
+        [("srt_rtt_seconds", 2), ("cpu_usage_percent", 8)],
+        [("cpu_usage_percent", 7), ("disk_read_bytes_per_second", 3)],
+        [("disk_read_bytes_per_second", 10)], [("disk_read_bytes_per_second", 10)],
+        [("disk_read_bytes_per_second", 7)]]
     for name in set(names):
         stamps = [ts for n, ts, _ in sent if n == name]
         assert stamps == sorted(stamps) and len(stamps) == len(set(stamps))
+
+
+def test_one_request_carries_every_lanes_new_rows_and_a_partial_ack_splits_across_lanes(
+        queue: SampleQueue) -> None:
+    start = NOW_MS - 60_000
+    queue.append(series_samples("srt.rtt_seconds", 3, start))
+    queue.append(series_samples("cpu.usage_percent", 3, start, first_value=10))
+    queue.append(series_samples("memory.used_bytes", 3, start, first_value=20))
+    claims = queue.next_claims(URL, 100)
+    assert [(c.region, c.lane, len(c.rows)) for c in claims] == [("backlog", 0, 3), ("backlog", 1, 3),
+                                                                  ("backlog", 2, 3)]
+    assert [c.lane for c in queue.next_claims(URL, 100, combine=False)] == [0]
+    assert [len(c.rows) for c in queue.next_claims(URL, 5)] == [3, 2]   # the limit counts across lanes
+    # The destination took 4 of the 9: all of P0 and the first of P1, in one transaction.
+    queue.ack_claims(URL, claims, 4)
+    assert queue.pending_by_lane(URL) == {0: 0, 1: 2, 2: 3}
+    rest = queue.next_claims(URL, 100)
+    assert [(c.lane, [r.sample.value for r in c.rows]) for c in rest] == [(1, [11.0, 12.0]),
+                                                                         (2, [20.0, 21.0, 22.0])]
+    queue.ack_claims(URL, rest)
+    assert queue.pending_count(URL) == 0 and queue.next_claims(URL, 100) == []
+
+
+def test_late_rows_and_lane_rows_share_a_request(queue: SampleQueue) -> None:
+    start = NOW_MS - 60_000
+    queue.append(series_samples("srt.rtt_seconds", 3, start))
+    queue.ack_claims(URL, queue.next_claims(URL, 100))
+    queue.append([Sample("srt.rtt_seconds", 9.0, start + 500, ())])        # inside the sent range: late
+    queue.append(series_samples("memory.used_bytes", 2, start, first_value=20))
+    claims = queue.next_claims(URL, 100)
+    assert [(c.region, len(c.rows)) for c in claims] == [("late", 1), ("backlog", 2)]
+    queue.ack_claims(URL, claims)
+    assert queue.pending_count(URL) == 0
 
 
 def test_new_p0_samples_jump_a_lower_lanes_backlog(queue: SampleQueue) -> None:
@@ -154,7 +194,9 @@ def test_an_empty_lane_skips_ahead_and_a_later_old_sample_is_still_sent(queue: S
     queue.append(series_samples("memory.used_bytes", 3, old + SKIP_AHEAD_MS + 60_000, step_ms=60_000))
     transport = ScriptedTransport()
     up = uploader(queue, transport)
-    up.run_cycle()
+    up.run_cycle()                  # all five in one request: nothing left to look for
+    assert queue.pending_count(URL) == 0
+    up.run_cycle()                  # finds P0 empty, its mark far behind the newest sample
     newest = queue.newest_ts()
     assert newest is not None and queue.state(URL, 0).mark[0] == newest  # P0 moved up past P2's rows
     # An SRT sample stamped inside the skipped stretch (a slow source) is late, never lost.

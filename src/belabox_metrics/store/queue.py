@@ -318,10 +318,21 @@ class SampleQueue:
                    lanes: Sequence[int] = LANES) -> Claim | None:
         """The next rows to send: late ones first, then the first of ``lanes`` (in the order
         given) with anything pending. ``None`` when nothing in those lanes is pending."""
+        claims = self.next_claims(destination, limit, newest_first=newest_first, lanes=lanes, combine=False)
+        return claims[0] if claims else None
+
+    def next_claims(self, destination: str, limit: int, *, newest_first: bool = False,
+                    lanes: Sequence[int] = LANES, combine: bool = True) -> list[Claim]:
+        """Up to ``limit`` rows to send in one request, as claims in the order they go: late
+        rows first, then ``lanes`` in the order given, each lane's rows in key order (so
+        every series stays in time order). With ``combine`` a claim that leaves room is
+        followed by the next lane's: in steady state one request carries every lane's new
+        rows, instead of one request (and one fsync'd acknowledgement) per lane. Empty when
+        nothing in those lanes is pending."""
         in_use = set(self.lanes_in_use())
         serve = [lane for lane in lanes if lane in in_use]
-        if not serve:
-            return None
+        if not serve or limit <= 0:
+            return []
         marks = ",".join("?" * len(serve))
         late = self.conn.execute(
             "SELECT s.ts, s.series_id, s.value FROM late_samples l "
@@ -330,13 +341,19 @@ class SampleQueue:
             "ORDER BY l.ts, l.series_id LIMIT ?",
             (destination, *serve, limit),
         ).fetchall()
+        claims: list[Claim] = []
+        room = limit
         if late:
-            return Claim("late", [self._row(*r) for r in late])
+            claims.append(Claim("late", [self._row(*r) for r in late]))
+            room -= len(late)
         for lane in serve:
-            claim = self._lane_batch(destination, lane, limit, newest_first)
+            if room <= 0 or (claims and not combine):
+                break
+            claim = self._lane_batch(destination, lane, room, newest_first)
             if claim is not None:
-                return claim
-        return None
+                claims.append(claim)
+                room -= len(claim.rows)
+        return claims
 
     def _lane_batch(self, destination: str, lane: int, limit: int, newest_first: bool) -> Claim | None:
         state = self.state(destination, lane)
@@ -362,6 +379,11 @@ class SampleQueue:
         stretch (its series stopped, e.g. SRT between streams), move it up, so the next look
         for its rows does not scan other lanes' samples from there. Checked again under the
         write lock: a row of the lane committed meanwhile keeps the mark where it is."""
+        if time.time() * 1000 - state.mark[0] < SKIP_AHEAD_MS:
+            # Cheap pre-check (this runs for every empty lane of every cycle): a mark this
+            # recent cannot trail the newest sample by SKIP_AHEAD_MS, unless samples carry
+            # future timestamps, and then skipping ahead waits for the clock to catch up.
+            return
         newest = self.conn.execute(
             "SELECT ts, series_id FROM samples ORDER BY ts DESC, series_id DESC LIMIT 1").fetchone()
         if newest is None or newest[0] - state.mark[0] < SKIP_AHEAD_MS:
@@ -381,8 +403,15 @@ class SampleQueue:
 
         ``dead`` rows (part of the claim, never sent because the destination would drop or
         refuse them) are recorded with their reason. All in one transaction."""
-        acked = claim.rows if count is None else claim.rows[:count]
+        self.ack_claims(destination, [claim], count, dead)
+
+    def ack_claims(self, destination: str, claims: Sequence[Claim], count: int | None = None,
+                   dead: Sequence[tuple[Row, str]] = ()) -> None:
+        """The destination accepted the first ``count`` rows (default all) of ``claims`` taken
+        together, in order, as ``next_claims`` returned them and one request carried them.
+        Every claim's progress and the ``dead`` rows are saved in one transaction."""
         now_ms = int(time.time() * 1000)
+        remaining = sum(len(c.rows) for c in claims) if count is None else count
         with transaction(self.conn):
             if dead:
                 self.conn.executemany(
@@ -391,28 +420,35 @@ class SampleQueue:
                     [(destination, r.ts, r.series_id, r.sample.value if r.sample.text is None else r.sample.text,
                       mask_secrets(reason), now_ms) for r, reason in dead],
                 )
-            if not acked:
-                return
-            if claim.region == "late":
-                self.conn.executemany(
-                    "DELETE FROM late_samples WHERE destination = ? AND ts = ? AND series_id = ?",
-                    [(destination, r.ts, r.series_id) for r in acked],
-                )
-                return
-            lane = claim.lane
-            state = self.state(destination, lane)
-            first, last = acked[0].key, acked[-1].key
-            if claim.region == "fresh":
-                if state.fresh_lo is None:
-                    lower, new_state = _before(first), UploadState(state.mark, first, last)
-                else:
-                    lower = state.fresh_hi or NO_KEY
-                    new_state = UploadState(state.mark, state.fresh_lo, max(last, lower))
+            for claim in claims:
+                if remaining <= 0:
+                    break
+                acked = claim.rows[:remaining]
+                remaining -= len(acked)
+                if acked:
+                    self._ack_rows(destination, claim, acked)
+
+    def _ack_rows(self, destination: str, claim: Claim, acked: Sequence[Row]) -> None:
+        if claim.region == "late":
+            self.conn.executemany(
+                "DELETE FROM late_samples WHERE destination = ? AND ts = ? AND series_id = ?",
+                [(destination, r.ts, r.series_id) for r in acked],
+            )
+            return
+        lane = claim.lane
+        state = self.state(destination, lane)
+        first, last = acked[0].key, acked[-1].key
+        if claim.region == "fresh":
+            if state.fresh_lo is None:
+                lower, new_state = _before(first), UploadState(state.mark, first, last)
             else:
-                lower = state.mark
-                new_state = UploadState(max(last, state.mark), state.fresh_lo, state.fresh_hi)
-            self._record_stragglers(destination, lane, lower, last, acked)
-            self._save_state(destination, lane, self._merged(lane, new_state))
+                lower = state.fresh_hi or NO_KEY
+                new_state = UploadState(state.mark, state.fresh_lo, max(last, lower))
+        else:
+            lower = state.mark
+            new_state = UploadState(max(last, state.mark), state.fresh_lo, state.fresh_hi)
+        self._record_stragglers(destination, lane, lower, last, acked)
+        self._save_state(destination, lane, self._merged(lane, new_state))
 
     def _record_stragglers(self, destination: str, lane: int, lower: Key, upper: Key,
                            acked: Sequence[Row]) -> None:

@@ -29,7 +29,7 @@ from belabox_metrics.logs import event, redact_url
 from belabox_metrics.model import Sample
 from belabox_metrics.sdnotify import Heartbeat
 from belabox_metrics.selfmetrics import Histogram
-from belabox_metrics.store.queue import LANES, Claim, Row, SampleQueue
+from belabox_metrics.store.queue import LANES, Row, SampleQueue
 from belabox_metrics.upload.backoff import backoff_delay, parse_retry_after
 from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import WireFormat
@@ -162,14 +162,15 @@ class Uploader:
         (monotonic) passes."""
         result = CycleResult()
         while result.batches < self.policy.max_batches_per_cycle and not self._past(deadline):
-            claim = self.queue.next_batch(self.destination, self.policy.max_samples,
-                                          newest_first=self.policy.newest_first, lanes=self.lanes())
-            if claim is None:
+            claims = self.queue.next_claims(self.destination, self.policy.max_samples,
+                                            newest_first=self.policy.newest_first, lanes=self.lanes())
+            if not claims:
                 break
             result.batches += 1
-            delivery = self._deliver_claim(claim, deadline)
+            rows = claims[0].rows if len(claims) == 1 else [row for claim in claims for row in claim.rows]
+            delivery = self._deliver_claim(rows, deadline)
             if delivery.resolved:
-                self.queue.ack(self.destination, claim, delivery.resolved, delivery.dead)
+                self.queue.ack_claims(self.destination, claims, delivery.resolved, delivery.dead)
             result.acknowledged += delivery.resolved
             result.dead += len(delivery.dead)
             self.dead_total += len(delivery.dead)
@@ -182,25 +183,30 @@ class Uploader:
             if delivery.resolved == 0:
                 result.error = "no progress"
                 break
+            if (delivery.resolved == len(rows) < self.policy.max_samples
+                    and all(claim.region != "fresh" for claim in claims)):
+                # Room was left: every lane served gave all it had (a fresh claim may still
+                # have a backlog behind it). Saves a round of queries finding nothing.
+                break
         return result
 
     def _past(self, deadline: float | None) -> bool:
         return (self.stop.is_set() and deadline is None) or (
             deadline is not None and self.clock.monotonic() >= deadline)
 
-    def _deliver_claim(self, claim: Claim, deadline: float | None) -> _Delivery:
+    def _deliver_claim(self, rows: Sequence[Row], deadline: float | None) -> _Delivery:
         now_ms = int(self.clock.wall() * 1000)
         # Rows the destination must never see are resolved up front, as dead letters (or,
         # for text, as kept-locally), and acknowledged with the chunk around them.
         dead: dict[int, str] = {}
         send_index: list[int] = []
-        for index, row in enumerate(claim.rows):
+        for index, row in enumerate(rows):
             problem = check_sample(row.sample, now_ms, self.policy)
             if problem is not None:
                 dead[index] = problem
             elif row.sample.value is not None:
                 send_index.append(index)
-        delivery = self._deliver([claim.rows[i] for i in send_index], deadline)
+        delivery = self._deliver([rows[i] for i in send_index], deadline)
         if len(send_index) > 1 and delivery.accepted == 0 and len(delivery.dead) == len(send_index):
             # Every sample refused one by one: that is the destination refusing this agent
             # (a proxy's auth or routing), not poison data. Keep everything queued.
@@ -209,12 +215,12 @@ class Uploader:
             return _Delivery(error=self.last_error)
         # Map the resolved prefix of the sent rows back onto the claim's rows.
         if delivery.resolved == len(send_index):
-            resolved = len(claim.rows)
+            resolved = len(rows)
         elif delivery.resolved == 0:
-            resolved = send_index[0] if send_index else len(claim.rows)
+            resolved = send_index[0] if send_index else len(rows)
         else:
             resolved = send_index[delivery.resolved - 1] + 1
-        skipped = [(claim.rows[i], reason) for i, reason in dead.items() if i < resolved]
+        skipped = [(rows[i], reason) for i, reason in dead.items() if i < resolved]
         return _Delivery(resolved, skipped + delivery.dead, delivery.accepted, delivery.error)
 
     def _deliver(self, rows: Sequence[Row], deadline: float | None) -> _Delivery:
