@@ -521,6 +521,10 @@ def main(argv: list[str] | None = None) -> int:
         ("no *_per_second series, SRT loss percent to 2 decimals",
          [s._replace(value=round(s.value, 2)) if kind(s) == "ratio" and s.value is not None else s
           for s in samples if kind(s) != "rate"]),
+        # The shipped config's set: host collectors only (SRT needs a source configured).
+        ("host metrics only (configs/config.yaml: no SRT)", [s for s in samples if not s.name.startswith("srt.")]),
+        ("host metrics only, rates to 3 significant digits",
+         significant([s for s in samples if not s.name.startswith("srt.")], 3, lambda s: kind(s) == "rate")),
     ]
     rows = []
     jsonl, remote = wire_format("vm-jsonl", DEVICE), wire_format("remote-write", DEVICE)
