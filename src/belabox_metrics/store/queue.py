@@ -190,29 +190,38 @@ class SampleQueue:
             rows = self._rows_for(samples)
             if not rows:
                 return 0
+            late = self._late_on_append(rows)
             before = self.conn.total_changes
             self.conn.executemany(
                 "INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)", rows
             )
             inserted = self.conn.total_changes - before
-            self._record_late_on_append(rows)
+            self._record_late(late)
         return inserted
 
-    def _record_late_on_append(self, rows: list[tuple[int, int, object]]) -> None:
+    def _late_on_append(self, rows: list[tuple[int, int, object]]) -> list[tuple[str, int, int]]:
+        """(destination, ts, series_id) of the rows about to be stored inside a range that
+        destination already acknowledged: they must be sent as late rows. Called before the
+        insert: a row whose key is already stored is ignored by the insert (the stored value
+        stays, and was sent or will be) and must not be sent again."""
         states = self._states()
         if not states:
-            return
+            return []
         newest_sent_ts = max(state.highest[0] for state in states.values())
         destinations = {destination for destination, _ in states}
-        late = []
+        late: list[tuple[str, int, int]] = []
         for ts, sid, _ in rows:
             if ts > newest_sent_ts:
-                continue
+                continue  # the common case: newer than anything sent
             lane = self.lane_of(sid)
-            for destination in destinations:
-                state = states.get((destination, lane))
-                if state is not None and state.is_sent((ts, sid)):
-                    late.append((destination, ts, sid))
+            sent_to = [d for d in destinations
+                       if (state := states.get((d, lane))) is not None and state.is_sent((ts, sid))]
+            if sent_to and self.conn.execute(
+                    "SELECT 1 FROM samples WHERE ts = ? AND series_id = ?", (ts, sid)).fetchone() is None:
+                late.extend((destination, ts, sid) for destination in sent_to)
+        return late
+
+    def _record_late(self, late: list[tuple[str, int, int]]) -> None:
         if late:
             self.conn.executemany(
                 "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)", late
@@ -250,8 +259,9 @@ class SampleQueue:
                 "SELECT monotonic_ms, series_id, value FROM held_samples WHERE boot_id = ?", (boot_id,))]
             if not rows:
                 return 0
+            late = self._late_on_append(rows)
             self.conn.executemany("INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)", rows)
-            self._record_late_on_append(rows)
+            self._record_late(late)
             self.conn.execute("DELETE FROM held_samples WHERE boot_id = ?", (boot_id,))
         return len(rows)
 
