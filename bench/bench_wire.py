@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import http.server
-import json
 import random
 import subprocess
 import sys
@@ -54,12 +53,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from belabox_metrics.model import Labels, Sample
+from belabox_metrics.upload import remote_write
 from belabox_metrics.upload.encode import (
     GZIP_LEVEL,
     VmSeriesHeads,
     WireFormat,
     number,
-    series_labels,
     vm_jsonl,
     wire_format,
 )
@@ -171,10 +170,9 @@ def _ordered_jsonl() -> WireFormat:
 def _no_device_jsonl() -> WireFormat:
     """vm-jsonl without the device_id label in each line's head."""
     class Heads(VmSeriesHeads):
-        def head(self, name: str, labels: Labels) -> str:
-            metric = series_labels(self.device_id, name, labels)
+        def build(self, metric: dict[str, str]) -> str:
             del metric["device_id"]
-            return '{"metric":' + json.dumps(metric, separators=(",", ":"), ensure_ascii=False)
+            return super().build(metric)
 
     heads = Heads(DEVICE)
     return WireFormat("vm-jsonl-no-device", "application/x-ndjson", lambda samples, now: vm_jsonl(heads, samples))
@@ -190,13 +188,7 @@ def delta_floor(requests: Sequence[Sequence[Sample]]) -> tuple[float, float]:
     their finest decimal exponent (12 significant digits), delta-coded; timestamps as
     delta-of-delta; zig-zag varints; zlib level 9. No series names or labels counted."""
     def varint(value: int) -> bytes:
-        value = (value << 1) ^ (value >> 63)  # zig-zag
-        out = bytearray()
-        while value > 0x7F:
-            out.append((value & 0x7F) | 0x80)
-            value >>= 7
-        out.append(value)
-        return bytes(out)
+        return remote_write.varint((value << 1) ^ (value >> 63))  # zig-zag first
 
     values_bytes = stamp_bytes = 0
     for request in requests:

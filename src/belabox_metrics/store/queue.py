@@ -535,11 +535,13 @@ class SampleQueue:
         return len(moves), 0
 
     # -- inspection ------------------------------------------------------------------
-    def pending_by_lane(self, destination: str) -> dict[int, int]:
+    def _states_in_use(self, destination: str) -> dict[int, UploadState]:
+        return {lane: self.state(destination, lane) for lane in self.lanes_in_use()}
+
+    def pending_by_lane(self, destination: str, states: dict[int, UploadState] | None = None) -> dict[int, int]:
         """Samples not yet acknowledged by ``destination``, per lane holding series."""
         pending: dict[int, int] = {}
-        for lane in self.lanes_in_use():
-            state = self.state(destination, lane)
+        for lane, state in (states if states is not None else self._states_in_use(destination)).items():
             after_mark = int(self.conn.execute(
                 f"SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE}", (*state.mark, lane)
             ).fetchone()[0])
@@ -558,11 +560,10 @@ class SampleQueue:
     def pending_count(self, destination: str) -> int:
         return sum(self.pending_by_lane(destination).values())
 
-    def oldest_pending_ms(self, destination: str) -> int | None:
+    def oldest_pending_ms(self, destination: str, states: dict[int, UploadState] | None = None) -> int | None:
         row = self.conn.execute("SELECT MIN(ts) FROM late_samples WHERE destination = ?", (destination,)).fetchone()
         candidates = [int(row[0])] if row and row[0] is not None else []
-        for lane in self.lanes_in_use():
-            state = self.state(destination, lane)
+        for lane, state in (states if states is not None else self._states_in_use(destination)).items():
             first = self.conn.execute(
                 f"SELECT ts FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE} ORDER BY ts, series_id "
                 "LIMIT 1", (*state.mark, lane)).fetchone()
@@ -622,13 +623,14 @@ class SampleQueue:
         """Queue figures. ``totals=False`` skips counting every stored sample (a full scan):
         the agent refreshes these every upload cycle for health, which needs only the pending
         count, and a week of samples is millions of rows on the encoder."""
-        by_lane = self.pending_by_lane(destination)
+        states = self._states_in_use(destination)  # read once for both figures
+        by_lane = self.pending_by_lane(destination, states)
         return QueueStats(
             samples=self.count() if totals else -1,
             series=int(self.conn.execute("SELECT COUNT(*) FROM series").fetchone()[0]),
             pending=sum(by_lane.values()),
             pending_by_class={lane_name(lane): count for lane, count in by_lane.items()},
-            oldest_pending_ms=self.oldest_pending_ms(destination),
+            oldest_pending_ms=self.oldest_pending_ms(destination, states),
             dead_letters=int(self.conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]),
             db_bytes=_file_size(self.path),
             wal_bytes=_file_size(self.path + "-wal"),

@@ -28,9 +28,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Generic, TypeVar
 
 from belabox_metrics.model import Labels, Sample
 from belabox_metrics.timefmt import format_ms
+
+Head = TypeVar("Head", str, bytes)
 
 SEED_JSON_CONTENT_TYPE = "application/json"
 # The default of remote.compression_level. Against level 1: 10 % fewer bytes online, 19 % fewer
@@ -113,21 +116,30 @@ def series_labels(device_id: str, name: str, labels: Labels) -> dict[str, str]:
     return metric
 
 
-class VmSeriesHeads:
-    """Caches the `{"metric":{...}` head of each series' line: built once per series."""
+class SeriesHeads(Generic[Head]):
+    """Caches each series' encoded head (what a format writes before its samples), built
+    once per series from its labels by ``build``."""
 
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
-        self._heads: dict[tuple[str, Labels], str] = {}
+        self._heads: dict[tuple[str, Labels], Head] = {}
 
-    def head(self, name: str, labels: Labels) -> str:
+    def head(self, name: str, labels: Labels) -> Head:
         key = (name, labels)
         found = self._heads.get(key)
         if found is None:
-            metric = series_labels(self.device_id, name, labels)
-            found = '{"metric":' + json.dumps(metric, separators=(",", ":"), ensure_ascii=False)
-            self._heads[key] = found
+            found = self._heads[key] = self.build(series_labels(self.device_id, name, labels))
         return found
+
+    def build(self, metric: dict[str, str]) -> Head:
+        raise NotImplementedError
+
+
+class VmSeriesHeads(SeriesHeads[str]):
+    """The `{"metric":{...}` head of each series' line."""
+
+    def build(self, metric: dict[str, str]) -> str:
+        return '{"metric":' + json.dumps(metric, separators=(",", ":"), ensure_ascii=False)
 
 
 def vm_jsonl(heads: VmSeriesHeads, samples: Sequence[Sample]) -> bytes:

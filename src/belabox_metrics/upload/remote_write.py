@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Sequence
 
 from belabox_metrics.model import Labels, Sample
-from belabox_metrics.upload.encode import series_labels
+from belabox_metrics.upload.encode import SeriesHeads
 
 CONTENT_TYPE = "application/x-protobuf"
 CONTENT_ENCODING = "snappy"
@@ -77,20 +77,11 @@ def sample_bytes(value: float, timestamp_ms: int, stamps: dict[int, bytes] | Non
     return b"\x12" + bytes((len(body),)) + body  # at most 9 + 11 bytes: one length byte
 
 
-class RemoteWriteSeries:
-    """Caches each series' encoded labels (its TimeSeries head): built once per series."""
+class RemoteWriteSeries(SeriesHeads[bytes]):
+    """Each series' encoded labels (its TimeSeries head), sorted by name."""
 
-    def __init__(self, device_id: str) -> None:
-        self.device_id = device_id
-        self._heads: dict[tuple[str, Labels], bytes] = {}
-
-    def head(self, name: str, labels: Labels) -> bytes:
-        key = (name, labels)
-        found = self._heads.get(key)
-        if found is None:
-            found = label_bytes(sorted(series_labels(self.device_id, name, labels).items()))
-            self._heads[key] = found
-        return found
+    def build(self, metric: dict[str, str]) -> bytes:
+        return label_bytes(sorted(metric.items()))
 
 
 def write_request(heads: RemoteWriteSeries, samples: Sequence[Sample]) -> bytes:

@@ -167,7 +167,7 @@ class Uploader:
             if not claims:
                 break
             result.batches += 1
-            rows = claims[0].rows if len(claims) == 1 else [row for claim in claims for row in claim.rows]
+            rows = [row for claim in claims for row in claim.rows]
             delivery = self._deliver_claim(rows, deadline)
             if delivery.resolved:
                 self.queue.ack_claims(self.destination, claims, delivery.resolved, delivery.dead)
