@@ -50,6 +50,7 @@ NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 VMAGENT = "/usr/bin/vmagent"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEVICE_ID = "footprint-box"
+FLOOR_DEVICE_ID = "python-floor"  # bench/python_floor.py: the least CPython can do for the same job
 HOST_COLLECTORS = ("cpu", "memory", "disk", "network", "thermal", "system")
 # The agent's own metrics as VictoriaMetrics names them (selfmetrics.py, agent.py families).
 SELF_METRICS = "(collector|storage|uploader|time)_.*"
@@ -274,7 +275,7 @@ class Side:
         return self.wire_bytes / self.wire_samples if self.wire_samples else float("nan")
 
 
-def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, float]:
+def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, Side, float]:
     binary = vm_available()
     missing = [b for b in (NODE_EXPORTER, VMAGENT) if not os.access(b, os.X_OK)]
     if binary is None or missing:
@@ -284,6 +285,7 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, float
     agent: subprocess.Popen[bytes] | None = None
     exporter: subprocess.Popen[bytes] | None = None
     vmagent: subprocess.Popen[bytes] | None = None
+    floor: subprocess.Popen[bytes] | None = None
     vm.start()
     try:
         health_port, exporter_port, vmagent_port = free_port(), free_port(), free_port()
@@ -301,6 +303,9 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, float
                 [VMAGENT, f"-httpListenAddr=127.0.0.1:{vmagent_port}", f"-promscrape.config={scrape}",
                  f"-remoteWrite.url={vm.url}/api/v1/write", f"-remoteWrite.tmpDataPath={workdir / 'vmagent'}",
                  "-loggerLevel=ERROR"], stdout=log, stderr=subprocess.STDOUT)
+            floor = subprocess.Popen(
+                [sys.executable, str(REPO_ROOT / "bench" / "python_floor.py"), "--db", str(workdir / "floor.db"),
+                 "--url", vm.import_url, "--device-id", FLOOR_DEVICE_ID], stdout=log, stderr=subprocess.STDOUT)
         agent_metrics = f"http://127.0.0.1:{health_port}/metrics"
         vmagent_metrics = f"http://127.0.0.1:{vmagent_port}/metrics"
         wait_http(agent_metrics, proc=agent)
@@ -310,7 +315,8 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, float
         ours = Side("agent", [Measured("agent", agent.pid)])
         peers = Side("node_exporter + vmagent", [Measured("node_exporter", exporter.pid),
                                                  Measured("vmagent", vmagent.pid)])
-        with Watcher(ours.processes + peers.processes) as watcher:
+        least = Side("python floor", [Measured("python floor", floor.pid)])
+        with Watcher(ours.processes + peers.processes + least.processes) as watcher:
             time.sleep(warmup)
             start_ms = int(time.time() * 1000)
             watcher.start_window()
@@ -321,7 +327,8 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, float
             started = time.monotonic()
             while time.monotonic() - started < seconds - warmup:
                 time.sleep(0.5)
-                for name, proc in (("agent", agent), ("node_exporter", exporter), ("vmagent", vmagent)):
+                for name, proc in (("agent", agent), ("node_exporter", exporter), ("vmagent", vmagent),
+                                   ("python floor", floor)):
                     if proc.poll() is not None:
                         raise RuntimeError(f"{name} exited with {proc.returncode} during the run")
             watcher.end_window()
@@ -333,14 +340,17 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, float
         peers.wire_samples = (prom_value(vmagent_metrics, "vmagent_remotewrite_rows_pushed_after_relabel_total")
                               - peer_rows0)
         stop(agent)  # SIGTERM: the last upload goes out within shutdown_grace
+        stop(floor)  # likewise
         time.sleep(3)  # vmagent flushes every second
         ours.samples, ours.series = export_count(vm, f'{{device_id="{DEVICE_ID}"}}', start_ms, end_ms)
         ours.self_samples = export_count(vm, f'{{device_id="{DEVICE_ID}",__name__=~"{SELF_METRICS}"}}',
                                          start_ms, end_ms)[0]
         peers.samples, peers.series = export_count(vm, '{job="node"}', start_ms, end_ms)
-        return ours, peers, window_s
+        least.samples, least.series = export_count(vm, f'{{device_id="{FLOOR_DEVICE_ID}"}}', start_ms, end_ms)
+        return ours, peers, least, window_s
     finally:
         stop(agent)
+        stop(floor)
         stop(vmagent, signal.SIGINT)
         stop(exporter)
         vm.stop()
@@ -353,22 +363,25 @@ def cpu_source(processes: list[Measured]) -> str:
             "(threads changed)")
 
 
-def report(ours: Side, peers: Side, window_s: float, seconds: float, warmup: float) -> str:
+def report(ours: Side, peers: Side, least: Side, window_s: float, seconds: float, warmup: float) -> str:
     rows: list[list[object]] = []
-    for side in (ours, peers):
+    for side in (ours, peers, least):
         for p in side.processes if len(side.processes) > 1 else []:
             rows.append([f"  {p.name}", p.rss_mean_mb, p.hwm_mb, f"{p.cpu_s:.3f}", 100 * p.cpu_s / window_s, "", "", "", ""])
         rows.append([side.label, side.rss_mean_mb, side.hwm_mb, f"{side.cpu_s:.3f}", 100 * side.cpu_s / window_s,
-                     side.series, side.samples, side.us_per_sample(), side.bytes_per_sample()])
-    rows.append(["agent / peers", ours.rss_mean_mb / peers.rss_mean_mb, ours.hwm_mb / peers.hwm_mb,
-                 ours.cpu_s / peers.cpu_s if peers.cpu_s else "", "", "", "",
-                 ours.us_per_sample() / peers.us_per_sample(), ours.bytes_per_sample() / peers.bytes_per_sample()])
+                     side.series, side.samples, side.us_per_sample(),
+                     side.bytes_per_sample() if side.wire_samples else ""])
+    for label, other in (("agent / peers", peers), ("agent / python floor", least)):
+        rows.append([label, ours.rss_mean_mb / other.rss_mean_mb, ours.hwm_mb / other.hwm_mb,
+                     ours.cpu_s / other.cpu_s if other.cpu_s else "", "", "", "",
+                     ours.us_per_sample() / other.us_per_sample(),
+                     ours.bytes_per_sample() / other.bytes_per_sample() if other.wire_samples else ""])
     headers = ["process", "RSS mean MB", "VmHWM MB", "CPU s", "CPU % of a core", "series", "samples delivered",
                "µs CPU/sample", "wire B/sample"]
     agent = ours.processes[0]
     verdict = [
         f"window {window_s:.0f} s after a {warmup:.0f} s warm-up ({seconds:.0f} s run); "
-        + cpu_source(ours.processes + peers.processes),
+        + cpu_source(ours.processes + peers.processes + least.processes),
         f"agent samples: {ours.samples - ours.self_samples:,} from the host collectors, {ours.self_samples:,} "
         f"self-metrics; µs CPU per host-collector sample: "
         f"{ours.cpu_s * 1e6 / max(1, ours.samples - ours.self_samples):.1f}",
@@ -376,6 +389,10 @@ def report(ours: Side, peers: Side, window_s: float, seconds: float, warmup: flo
         + ("met" if agent.hwm_mb <= RSS_TARGET_MB else "NOT met"),
         f"agent CPU per delivered sample: {ours.us_per_sample():.1f} µs (target <= {CPU_PER_SAMPLE_TARGET_US:.0f}): "
         + ("met" if ours.us_per_sample() <= CPU_PER_SAMPLE_TARGET_US else "NOT met"),
+        f"python floor (bench/python_floor.py: read the files, one fsync'd commit per round, one request and "
+        f"one fsync'd cursor commit per 10 s, nothing else): {least.us_per_sample():.1f} µs per delivered sample"
+        + (" (the target is below what CPython needs for the durable job at this sample rate)"
+           if least.us_per_sample() > CPU_PER_SAMPLE_TARGET_US else ""),
     ]
     return table(headers, rows) + "\n\n" + "\n".join(verdict)
 
@@ -392,9 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     if seconds <= warmup + 5:
         parser.error("--seconds must exceed the warm-up by at least 5 s")
     with temp_dir("bench-footprint-") as directory:
-        ours, peers, window_s = run(seconds, warmup, Path(directory))
-    print(report(ours, peers, window_s, seconds, warmup))
-    if not ours.samples or not peers.samples:
+        ours, peers, least, window_s = run(seconds, warmup, Path(directory))
+    print(report(ours, peers, least, window_s, seconds, warmup))
+    if not ours.samples or not peers.samples or not least.samples:
         print("nothing delivered by one side", file=sys.stderr)
         return 1
     return 0
