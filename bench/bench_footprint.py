@@ -13,6 +13,10 @@ vm-jsonl to VictoriaMetrics' /api/v1/import, a temp database, health on a free l
 Self-metrics are on (every 30 s). ``MALLOC_ARENA_MAX=2`` as the systemd unit sets it.
 (b) ``prometheus-node-exporter`` (default collectors) scraped every 5 s by ``vmagent``, remote
 write to the same VictoriaMetrics.
+(c) ``bench/python_floor.py``, the least a CPython process does for the agent's job at about
+the agent's sample rate (read the files, one fsync'd commit per 5 s round, one request and one
+fsync'd cursor commit per 10 s, nothing else), and the same without an fsync per commit (a
+what-if): where the per-sample CPU of any CPython agent starts.
 
 Per process, over the window after the warm-up: RSS (mean of VmRSS read every second, and
 VmHWM, the peak since start), CPU seconds (utime + stime of /proc/PID/stat), samples delivered
@@ -50,7 +54,9 @@ NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 VMAGENT = "/usr/bin/vmagent"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEVICE_ID = "footprint-box"
-FLOOR_DEVICE_ID = "python-floor"  # bench/python_floor.py: the least CPython can do for the same job
+# bench/python_floor.py, the least CPython can do for the same job: as durable as the agent,
+# and (a what-if) without an fsync per commit. Each is its own device_id.
+FLOORS = {"python-floor": "FULL", "python-floor-no-fsync": "NORMAL"}
 HOST_COLLECTORS = ("cpu", "memory", "disk", "network", "thermal", "system")
 # The agent's own metrics as VictoriaMetrics names them (selfmetrics.py, agent.py families).
 SELF_METRICS = "(collector|storage|uploader|time)_.*"
@@ -275,7 +281,7 @@ class Side:
         return self.wire_bytes / self.wire_samples if self.wire_samples else float("nan")
 
 
-def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, Side, float]:
+def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, list[Side], float]:
     binary = vm_available()
     missing = [b for b in (NODE_EXPORTER, VMAGENT) if not os.access(b, os.X_OK)]
     if binary is None or missing:
@@ -285,7 +291,7 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, Side,
     agent: subprocess.Popen[bytes] | None = None
     exporter: subprocess.Popen[bytes] | None = None
     vmagent: subprocess.Popen[bytes] | None = None
-    floor: subprocess.Popen[bytes] | None = None
+    floors: dict[str, subprocess.Popen[bytes]] = {}
     vm.start()
     try:
         health_port, exporter_port, vmagent_port = free_port(), free_port(), free_port()
@@ -303,9 +309,11 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, Side,
                 [VMAGENT, f"-httpListenAddr=127.0.0.1:{vmagent_port}", f"-promscrape.config={scrape}",
                  f"-remoteWrite.url={vm.url}/api/v1/write", f"-remoteWrite.tmpDataPath={workdir / 'vmagent'}",
                  "-loggerLevel=ERROR"], stdout=log, stderr=subprocess.STDOUT)
-            floor = subprocess.Popen(
-                [sys.executable, str(REPO_ROOT / "bench" / "python_floor.py"), "--db", str(workdir / "floor.db"),
-                 "--url", vm.import_url, "--device-id", FLOOR_DEVICE_ID], stdout=log, stderr=subprocess.STDOUT)
+            for device, synchronous in FLOORS.items():
+                floors[device] = subprocess.Popen(
+                    [sys.executable, str(REPO_ROOT / "bench" / "python_floor.py"), "--db", str(workdir / f"{device}.db"),
+                     "--url", vm.import_url, "--device-id", device, "--synchronous", synchronous],
+                    stdout=log, stderr=subprocess.STDOUT)
         agent_metrics = f"http://127.0.0.1:{health_port}/metrics"
         vmagent_metrics = f"http://127.0.0.1:{vmagent_port}/metrics"
         wait_http(agent_metrics, proc=agent)
@@ -315,8 +323,8 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, Side,
         ours = Side("agent", [Measured("agent", agent.pid)])
         peers = Side("node_exporter + vmagent", [Measured("node_exporter", exporter.pid),
                                                  Measured("vmagent", vmagent.pid)])
-        least = Side("python floor", [Measured("python floor", floor.pid)])
-        with Watcher(ours.processes + peers.processes + least.processes) as watcher:
+        least = [Side(device, [Measured(device, proc.pid)]) for device, proc in floors.items()]
+        with Watcher(ours.processes + peers.processes + [p for s in least for p in s.processes]) as watcher:
             time.sleep(warmup)
             start_ms = int(time.time() * 1000)
             watcher.start_window()
@@ -328,7 +336,7 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, Side,
             while time.monotonic() - started < seconds - warmup:
                 time.sleep(0.5)
                 for name, proc in (("agent", agent), ("node_exporter", exporter), ("vmagent", vmagent),
-                                   ("python floor", floor)):
+                                   *floors.items()):
                     if proc.poll() is not None:
                         raise RuntimeError(f"{name} exited with {proc.returncode} during the run")
             watcher.end_window()
@@ -340,17 +348,20 @@ def run(seconds: float, warmup: float, workdir: Path) -> tuple[Side, Side, Side,
         peers.wire_samples = (prom_value(vmagent_metrics, "vmagent_remotewrite_rows_pushed_after_relabel_total")
                               - peer_rows0)
         stop(agent)  # SIGTERM: the last upload goes out within shutdown_grace
-        stop(floor)  # likewise
+        for proc in floors.values():
+            stop(proc)  # likewise
         time.sleep(3)  # vmagent flushes every second
         ours.samples, ours.series = export_count(vm, f'{{device_id="{DEVICE_ID}"}}', start_ms, end_ms)
         ours.self_samples = export_count(vm, f'{{device_id="{DEVICE_ID}",__name__=~"{SELF_METRICS}"}}',
                                          start_ms, end_ms)[0]
         peers.samples, peers.series = export_count(vm, '{job="node"}', start_ms, end_ms)
-        least.samples, least.series = export_count(vm, f'{{device_id="{FLOOR_DEVICE_ID}"}}', start_ms, end_ms)
+        for side in least:
+            side.samples, side.series = export_count(vm, f'{{device_id="{side.label}"}}', start_ms, end_ms)
         return ours, peers, least, window_s
     finally:
         stop(agent)
-        stop(floor)
+        for proc in floors.values():
+            stop(proc)
         stop(vmagent, signal.SIGINT)
         stop(exporter)
         vm.stop()
@@ -363,15 +374,15 @@ def cpu_source(processes: list[Measured]) -> str:
             "(threads changed)")
 
 
-def report(ours: Side, peers: Side, least: Side, window_s: float, seconds: float, warmup: float) -> str:
+def report(ours: Side, peers: Side, least: list[Side], window_s: float, seconds: float, warmup: float) -> str:
     rows: list[list[object]] = []
-    for side in (ours, peers, least):
+    for side in (ours, peers, *least):
         for p in side.processes if len(side.processes) > 1 else []:
             rows.append([f"  {p.name}", p.rss_mean_mb, p.hwm_mb, f"{p.cpu_s:.3f}", 100 * p.cpu_s / window_s, "", "", "", ""])
         rows.append([side.label, side.rss_mean_mb, side.hwm_mb, f"{side.cpu_s:.3f}", 100 * side.cpu_s / window_s,
                      side.series, side.samples, side.us_per_sample(),
                      side.bytes_per_sample() if side.wire_samples else ""])
-    for label, other in (("agent / peers", peers), ("agent / python floor", least)):
+    for label, other in (("agent / peers", peers), ("agent / python floor", least[0])):
         rows.append([label, ours.rss_mean_mb / other.rss_mean_mb, ours.hwm_mb / other.hwm_mb,
                      ours.cpu_s / other.cpu_s if other.cpu_s else "", "", "", "",
                      ours.us_per_sample() / other.us_per_sample(),
@@ -381,7 +392,7 @@ def report(ours: Side, peers: Side, least: Side, window_s: float, seconds: float
     agent = ours.processes[0]
     verdict = [
         f"window {window_s:.0f} s after a {warmup:.0f} s warm-up ({seconds:.0f} s run); "
-        + cpu_source(ours.processes + peers.processes + least.processes),
+        + cpu_source(ours.processes + peers.processes + [p for s in least for p in s.processes]),
         f"agent samples: {ours.samples - ours.self_samples:,} from the host collectors, {ours.self_samples:,} "
         f"self-metrics; µs CPU per host-collector sample: "
         f"{ours.cpu_s * 1e6 / max(1, ours.samples - ours.self_samples):.1f}",
@@ -390,9 +401,10 @@ def report(ours: Side, peers: Side, least: Side, window_s: float, seconds: float
         f"agent CPU per delivered sample: {ours.us_per_sample():.1f} µs (target <= {CPU_PER_SAMPLE_TARGET_US:.0f}): "
         + ("met" if ours.us_per_sample() <= CPU_PER_SAMPLE_TARGET_US else "NOT met"),
         f"python floor (bench/python_floor.py: read the files, one fsync'd commit per round, one request and "
-        f"one fsync'd cursor commit per 10 s, nothing else): {least.us_per_sample():.1f} µs per delivered sample"
+        f"one fsync'd cursor commit per 10 s, nothing else): {least[0].us_per_sample():.1f} µs per delivered sample"
         + (" (the target is below what CPython needs for the durable job at this sample rate)"
-           if least.us_per_sample() > CPU_PER_SAMPLE_TARGET_US else ""),
+           if least[0].us_per_sample() > CPU_PER_SAMPLE_TARGET_US else "")
+        + f"; without fsync: {least[1].us_per_sample():.1f}",
     ]
     return table(headers, rows) + "\n\n" + "\n".join(verdict)
 
@@ -411,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     with temp_dir("bench-footprint-") as directory:
         ours, peers, least, window_s = run(seconds, warmup, Path(directory))
     print(report(ours, peers, least, window_s, seconds, warmup))
-    if not ours.samples or not peers.samples or not least.samples:
+    if not ours.samples or not peers.samples or not all(side.samples for side in least):
         print("nothing delivered by one side", file=sys.stderr)
         return 1
     return 0

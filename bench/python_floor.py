@@ -57,13 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     # average, ~133 more (system, self-metrics) every 30 s.
     parser.add_argument("--per-round", type=int, default=47)
     parser.add_argument("--every-sixth", type=int, default=133)
+    parser.add_argument("--synchronous", choices=("FULL", "NORMAL", "OFF"), default="FULL",
+                        help="NORMAL/OFF: no fsync per commit (a what-if: durability on power loss is gone)")
     args = parser.parse_args(argv)
 
     paths = list(FILES) + sorted(glob.glob("/sys/devices/system/cpu/cpufreq/policy*/scaling_cur_freq")) \
         + sorted(glob.glob("/sys/class/thermal/thermal_zone*/temp"))
     db = sqlite3.connect(args.db, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA synchronous={args.synchronous}")
     db.execute("CREATE TABLE IF NOT EXISTS samples (ts INTEGER, series INTEGER, value REAL, "
                 "PRIMARY KEY (ts, series)) WITHOUT ROWID")
     db.execute("CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY, ts INTEGER, series INTEGER)")

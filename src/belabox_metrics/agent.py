@@ -316,8 +316,9 @@ class Agent:
                                  upload_error_after=settings.health.upload_error_after,
                                  skew_warn_ms=settings.monitoring.clock_skew_warn_threshold_ms)
 
-    def _open_queue(self) -> SampleQueue:
-        return SampleQueue.open(self.settings.storage.path, lanes=self.series_lanes)
+    def _open_queue(self, *, owns_upload_state: bool = False) -> SampleQueue:
+        return SampleQueue.open(self.settings.storage.path, lanes=self.series_lanes,
+                                owns_upload_state=owns_upload_state)
 
     def upload_lanes(self) -> tuple[int, ...]:
         """The priority classes the uploader serves now, P0 first: fewer while live."""
@@ -379,7 +380,7 @@ class Agent:
     # -- upload and maintenance ----------------------------------------------------------
     def _upload_thread(self) -> None:
         remote = self.settings.remote
-        queue = self._open_queue()
+        queue = self._open_queue(owns_upload_state=True)  # the one writer of upload progress
         try:
             self.uploader = Uploader(queue, self.transport, url=remote.url,
                                      fmt=wire_format(remote.format, self.settings.device.id),

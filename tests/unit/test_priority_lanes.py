@@ -231,8 +231,8 @@ def test_retention_prunes_each_lane_up_to_its_own_progress(queue: SampleQueue) -
     assert queue.pending_count(URL) == 3
 
 
-def reopen(path: Path, settings: PrioritySettings) -> SampleQueue:
-    return SampleQueue.open(str(path / "m.db"), lanes=lanes(settings))
+def reopen(path: Path, settings: PrioritySettings, *, owns_upload_state: bool = False) -> SampleQueue:
+    return SampleQueue.open(str(path / "m.db"), lanes=lanes(settings), owns_upload_state=owns_upload_state)
 
 
 def test_a_class_change_waits_for_the_backlog_then_moves_without_loss_or_duplicate(tmp_path: Path) -> None:
@@ -298,15 +298,17 @@ def test_migration_to_lanes_keeps_progress_and_applies_the_classes(tmp_path: Pat
 
 
 # BELABOX_LANE_SEEDS=1000 for a long run (300 seeds found the re-sent duplicate key).
+@pytest.mark.parametrize("cached", [True, False], ids=["states-cached", "states-read"])
 @pytest.mark.parametrize("seed", range(int(os.environ.get("BELABOX_LANE_SEEDS", "12"))))
-def test_random_interleavings_deliver_every_sample_exactly_once(tmp_path: Path, seed: int) -> None:
+def test_random_interleavings_deliver_every_sample_exactly_once(tmp_path: Path, seed: int, cached: bool) -> None:
     """Appends (some with old timestamps), partial acknowledgements, live/not live, and a class
     change mid-way, at random: every stored sample is delivered once, and outside the late
-    path each series arrives in time order."""
+    path each series arrives in time order. The uploader's queue caches the lanes' states as
+    the agent's upload thread does, or reads them each time."""
     rng = random.Random(seed)
     names = ["srt.rtt_seconds", "cpu.usage_percent", "memory.used_bytes", "disk.reads_total"]
     settings = [CLASSES, PrioritySettings(classes=(("memory.*",), ("srt.*",), ("disk.*",), ("cpu.*",)))]
-    queue = reopen(tmp_path, settings[0])
+    queue = reopen(tmp_path, settings[0], owns_upload_state=cached)
     other = reopen(tmp_path, settings[0])   # the collection thread's queue
     other.lanes = queue.lanes
     transport = ScriptedTransport()
@@ -332,7 +334,7 @@ def test_random_interleavings_deliver_every_sample_exactly_once(tmp_path: Path, 
             stored.setdefault((s.name.replace(".", "_"), s.timestamp_ms), s.value)  # type: ignore[arg-type]
         if step == 30:
             current = 1
-            queue = reopen(tmp_path, settings[1])
+            queue = reopen(tmp_path, settings[1], owns_upload_state=cached)
             other.lanes = queue.lanes
         if rng.random() < 0.7:
             live = rng.random() < 0.5
@@ -353,6 +355,29 @@ def test_random_interleavings_deliver_every_sample_exactly_once(tmp_path: Path, 
     for name in {n for n, _, _ in sent}:
         in_order = [ts for n, ts, v in sent if n == name and (n, ts, v) not in backdated]
         assert in_order == sorted(in_order), f"{name} went out of time order"
+
+
+def test_cached_states_are_dropped_when_the_acknowledgement_fails(tmp_path: Path) -> None:
+    """The upload thread's queue keeps the lanes' states in memory. An acknowledgement whose
+    transaction fails after one lane's state was written must not leave that state cached:
+    the rows stay pending, and go out again."""
+    queue = reopen(tmp_path, CLASSES, owns_upload_state=True)
+    queue.append(series_samples("srt.rtt_seconds", 3, NOW_MS - 60_000)
+                 + series_samples("memory.used_bytes", 3, NOW_MS - 60_000))
+    claims = queue.next_claims(URL, 50)
+    assert [c.lane for c in claims] == [0, 2]
+    # The second lane's write fails inside the same transaction as the first's.
+    queue.conn.execute("CREATE TEMP TRIGGER refuse_p2 BEFORE INSERT ON upload_state WHEN NEW.lane = 2 "
+                       "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    with pytest.raises(sqlite3.DatabaseError, match="disk I/O error"):
+        queue.ack_claims(URL, claims)
+    queue.conn.execute("DROP TRIGGER refuse_p2")
+    assert queue.pending_by_lane(URL) == {0: 3, 2: 3}
+    again = queue.next_claims(URL, 50)
+    assert [(c.lane, len(c.rows)) for c in again] == [(0, 3), (2, 3)]
+    queue.ack_claims(URL, again)
+    assert queue.pending_by_lane(URL) == {0: 0, 2: 0}
+    assert SampleQueue.open(str(tmp_path / "m.db")).pending_count(URL) == 0  # written, not only cached
 
 
 def test_unknown_lane_state_reads_as_nothing_sent(queue: SampleQueue) -> None:

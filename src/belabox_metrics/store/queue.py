@@ -24,11 +24,12 @@ high-water mark plus one "fresh" range, not a flag per row:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -111,24 +112,45 @@ class QueueStats:
 
 
 class SampleQueue:
-    def __init__(self, conn: sqlite3.Connection, path: str = ":memory:", lanes: SeriesLanes | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str = ":memory:", lanes: SeriesLanes | None = None,
+                 *, owns_upload_state: bool = False) -> None:
         self.conn = conn
         self.path = path
         self.lanes = lanes or SeriesLanes()
+        # The upload thread's queue is the only writer of upload_state while the agent runs
+        # (acknowledgements, skip-ahead, class moves; other processes only read), so it may
+        # keep the lanes' states in memory instead of reading them several times a cycle.
+        # Entries are set when written and dropped whenever a transaction fails.
+        self._cached_states: dict[tuple[str, int], UploadState] | None = {} if owns_upload_state else None
         self._series_ids: dict[tuple[str, str, int], int] = {}
         # By the label tuple itself: encoding labels to JSON per sample was 75 % of append.
         self._ids_by_labels: dict[tuple[str, Labels, int], int] = {}
         self._series: dict[int, tuple[str, Labels, int]] = {}
 
     @classmethod
-    def open(cls, path: str, device_id: str | None = None, lanes: SeriesLanes | None = None) -> SampleQueue:
+    def open(cls, path: str, device_id: str | None = None, lanes: SeriesLanes | None = None,
+             *, owns_upload_state: bool = False) -> SampleQueue:
+        """``owns_upload_state``: this queue is the only one in the process that writes upload
+        progress (the upload thread's), so it caches it; see ``__init__``."""
         conn = connect(path)
         try:
             migrate(conn, MIGRATIONS, path=path)
         except Exception:
             conn.close()
             raise
-        return cls(conn, path, lanes)
+        return cls(conn, path, lanes, owns_upload_state=owns_upload_state)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a failure (rolled back, or a COMMIT that did not happen)
+        drops the cached states, which may hold what it would have written."""
+        try:
+            with transaction(self.conn) as conn:
+                yield conn
+        except BaseException:
+            if self._cached_states is not None:
+                self._cached_states.clear()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -186,7 +208,7 @@ class SampleQueue:
     # -- append ----------------------------------------------------------------------
     def append(self, samples: Iterable[Sample]) -> int:
         """Store samples in one fsync'd transaction; returns how many were new."""
-        with transaction(self.conn):
+        with self._write():
             rows = self._rows_for(samples)
             if not rows:
                 return 0
@@ -242,7 +264,7 @@ class SampleQueue:
     # -- samples stamped by an untrusted clock ---------------------------------------
     def hold(self, samples: Iterable[Sample], boot_id: str, wall_minus_monotonic_ms: int) -> int:
         """Keep samples whose wall-clock stamp cannot be trusted, with their monotonic time."""
-        with transaction(self.conn):
+        with self._write():
             rows = [(boot_id, ts - wall_minus_monotonic_ms, sid, value, ts)
                     for ts, sid, value in self._rows_for(samples)]
             before = self.conn.total_changes
@@ -254,7 +276,7 @@ class SampleQueue:
     def release_held(self, boot_id: str, wall_minus_monotonic_ms: int) -> int:
         """Re-stamp this boot's held samples from monotonic time (now that the wall clock is
         trusted) and store them as ordinary samples. Returns how many."""
-        with transaction(self.conn):
+        with self._write():
             rows = [(mono + wall_minus_monotonic_ms, sid, value) for mono, sid, value in self.conn.execute(
                 "SELECT monotonic_ms, series_id, value FROM held_samples WHERE boot_id = ?", (boot_id,))]
             if not rows:
@@ -283,12 +305,20 @@ class SampleQueue:
         }
 
     def state(self, destination: str, lane: int) -> UploadState:
+        cache = self._cached_states
+        if cache is not None:
+            found = cache.get((destination, lane))
+            if found is not None:
+                return found
         row = self.conn.execute(
             "SELECT mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, fresh_hi_sid "
             "FROM upload_state WHERE destination = ? AND lane = ?",
             (destination, lane),
         ).fetchone()
-        return state_from_row(row) if row else UploadState()
+        state = state_from_row(row) if row else UploadState()
+        if cache is not None:
+            cache[(destination, lane)] = state
+        return state
 
     def lane_states(self, destination: str) -> dict[int, UploadState]:
         return {lane: self.state(destination, lane) for lane in LANES}
@@ -310,6 +340,8 @@ class SampleQueue:
             "fresh_hi_sid = excluded.fresh_hi_sid, updated_at_ms = excluded.updated_at_ms",
             (destination, lane, *state.mark, *lo, *hi, int(time.time() * 1000)),
         )
+        if self._cached_states is not None:
+            self._cached_states[(destination, lane)] = state
 
     # -- reading what is pending -------------------------------------------------------
     def _select(self, lane: int, where: str, params: Sequence[object], limit: int,
@@ -399,7 +431,7 @@ class SampleQueue:
         if newest is None or newest[0] - state.mark[0] < SKIP_AHEAD_MS:
             return
         top: Key = (int(newest[0]), int(newest[1]))
-        with transaction(self.conn):
+        with self._write():
             if self.state(destination, lane) != state or self.conn.execute(
                     f"SELECT 1 FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE} LIMIT 1",
                     (*state.mark, lane)).fetchone():
@@ -422,7 +454,7 @@ class SampleQueue:
         Every claim's progress and the ``dead`` rows are saved in one transaction."""
         now_ms = int(time.time() * 1000)
         remaining = sum(len(c.rows) for c in claims) if count is None else count
-        with transaction(self.conn):
+        with self._write():
             if dead:
                 self.conn.executemany(
                     "INSERT INTO dead_letters (destination, ts, series_id, value, reason, created_at_ms) "
@@ -505,7 +537,7 @@ class SampleQueue:
         the two lanes' progress is identical, or nothing at all is pending (then every lane's
         mark is set to the newest sample, which is true of each). Otherwise the moves wait
         (call again later: the agent does after each upload cycle). Returns (moved, waiting)."""
-        with transaction(self.conn):
+        with self._write():
             moves = [(int(sid), int(old), new) for sid, name, old in
                      self.conn.execute("SELECT id, name, lane FROM series")
                      if (new := self.lanes.classify(str(name))) != old]
@@ -638,7 +670,7 @@ class SampleQueue:
 
     # -- sessions ----------------------------------------------------------------------
     def start_session(self, boot_id: str, started_at_ms: int, monotonic_now: float) -> int:
-        with transaction(self.conn):
+        with self._write():
             cursor = self.conn.execute(
                 "INSERT INTO sessions (boot_id, started_at_ms, monotonic_at_start, version) VALUES (?, ?, ?, ?)",
                 (boot_id, started_at_ms, monotonic_now, __version__),
@@ -650,7 +682,7 @@ class SampleQueue:
         """Delete samples older than ``older_than_ms`` that every destination acknowledged."""
         if not destinations:
             return 0
-        with transaction(self.conn):
+        with self._write():
             before = self.conn.total_changes
             for lane in self.lanes_in_use():
                 mark = min(self.state(d, lane).mark for d in destinations)
@@ -689,7 +721,7 @@ class SampleQueue:
                 else:
                     kept_bucket[sid] = bucket
         if doomed:
-            with transaction(self.conn):
+            with self._write():
                 self.conn.executemany("DELETE FROM samples WHERE ts = ? AND series_id = ?", doomed)
         return len(doomed)
 
@@ -706,7 +738,7 @@ class SampleQueue:
         for _ in range(1000):  # bounded: each round deletes `step` samples
             if self.used_bytes() <= max_bytes:
                 break
-            with transaction(self.conn):
+            with self._write():
                 rows = self.conn.execute(
                     "SELECT ts, series_id FROM samples ORDER BY ts, series_id LIMIT ?", (step,)
                 ).fetchall()
