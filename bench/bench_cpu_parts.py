@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import threading
 import time
@@ -32,13 +33,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 import belabox_metrics.agent as agent_module
 import belabox_metrics.store.queue as queue_module
 from belabox_metrics.config import load_config
 from belabox_metrics.selfmetrics import SelfMetricsCollector
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.upload.uploader import Uploader
-from bench._common import table, temp_dir
+from bench._common import REPO_ROOT, table, temp_dir
 
 PARTS: tuple[tuple[type, str], ...] = (
     (agent_module.CollectionLoop, "run_due"),
@@ -67,14 +70,20 @@ class Meter:
         label = f"{owner.__name__}.{name}"
         cpu_ns, calls = self.cpu_ns, self.calls
 
+        per_collector = owner is agent_module.CollectionLoop and name == "_collect_one"
+
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.thread_time_ns()
             try:
                 return original(*args, **kwargs)
             finally:
-                cpu_ns[label] += time.thread_time_ns() - started
+                spent = time.thread_time_ns() - started
+                cpu_ns[label] += spent
                 calls[label] += 1
+                if per_collector:  # (self, metric, now_ms): one line per collector too
+                    cpu_ns[f"  {args[1].settings.name}"] += spent
+                    calls[f"  {args[1].settings.name}"] += 1
 
         setattr(owner, name, timed)
         self.restore.append(lambda: setattr(owner, name, original))
@@ -116,6 +125,25 @@ def thread_cpu_ns() -> dict[str, int]:
     return out
 
 
+def scaled_tree(workdir: Path, scale: int, stack: contextlib.ExitStack) -> tuple[list[dict[str, Any]],
+                                                                                 dict[str, Any]]:
+    """bench_scale's tree with ``scale`` times the host series, ticking once a second until
+    ``stack`` closes; the metrics and host settings that point the agent at it."""
+    from bench.bench_scale import FixtureTree, Ticker, host_series, interfaces_for
+
+    probe = FixtureTree(workdir / "probe", 2, seed=0)
+    base_series = host_series(probe.root, 2)
+    probe.close()
+    interfaces = interfaces_for(scale, 2, base_series)
+    tree = FixtureTree(workdir / f"tree-{scale}x", interfaces, seed=scale)
+    stack.enter_context(Ticker([tree]))
+    print(f"tree: {interfaces} interfaces, {host_series(tree.root, interfaces)} host series")
+    metrics = [({**m, "max_interfaces": max(32, interfaces)} if m["name"] == "network" else m)
+               for m in yaml.safe_load((REPO_ROOT / "configs" / "config.yaml").read_text())["metrics"]
+               if m["name"] in ("cpu", "memory", "disk", "network", "thermal", "system")]
+    return metrics, {"host": {"proc_root": str(tree.root / "proc"), "sys_root": str(tree.root / "sys")}}
+
+
 def main(argv: list[str] | None = None) -> int:
     from tests.helpers import free_port
     from tests.vm import VictoriaMetrics, vm_available
@@ -129,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace-sql", action="store_true", help="count SQL statements (costs CPU itself)")
     parser.add_argument("--sync", choices=("full", "normal"), default="full",
                         help="what-if: SQLite synchronous for every connection (the agent uses full)")
+    parser.add_argument("--scale", type=int, default=0,
+                        help="N: on bench_scale's generated tree with N times the host series (0: this machine)")
     parser.add_argument("--quick", action="store_true", help="15 s after a 5 s warm-up (a smoke run)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -146,12 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         original_connect = queue_module.connect
         queue_module.connect = functools.partial(original_connect, synchronous="NORMAL")  # type: ignore[assignment]
         meter.restore.append(lambda: setattr(queue_module, "connect", original_connect))
-    with temp_dir("bench-cpu-parts-") as directory:
+    with temp_dir("bench-cpu-parts-") as directory, contextlib.ExitStack() as scaled:
         workdir = Path(directory)
+        metrics, extra = None, None
+        if args.scale:
+            metrics, extra = scaled_tree(workdir, args.scale, scaled)
         vm = VictoriaMetrics(binary, workdir / "vm", free_port())
         vm.start()
         agent = agent_module.Agent(load_config(str(default_config(workdir, "cpu-parts", vm.import_url,
-                                                                  free_port()))))
+                                                                  free_port(), metrics=metrics, extra=extra))))
         runner = threading.Thread(target=agent.run, name="agent-main", daemon=True)
         try:
             runner.start()
@@ -171,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     per_minute = 60.0 / window
     rows: list[list[object]] = [
         [name, (after[name] - before[name]) / 1e6 * per_minute] for name in sorted(before) if name in after
-        and after[name] != before[name]
+        and after[name] != before[name] and not name.startswith("bench-")  # the --scale tree's ticker
     ]
     total_ms = sum(float(r[1]) for r in rows)  # type: ignore[arg-type]
     rows.append(["all threads", total_ms])

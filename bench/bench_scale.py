@@ -161,7 +161,7 @@ class Ticker:
     def __init__(self, trees: list[FixtureTree]) -> None:
         self.trees = trees
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, name="bench-ticker", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):

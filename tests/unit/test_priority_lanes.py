@@ -387,3 +387,22 @@ def test_unknown_lane_state_reads_as_nothing_sent(queue: SampleQueue) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         queue.conn.execute("INSERT INTO upload_state (destination, lane, mark_ts, mark_sid, updated_at_ms) "
                            "VALUES ('x', 0, 0, 0, 0), ('x', 0, 1, 1, 0)")
+
+
+def test_a_lane_found_empty_is_looked_at_again_once_anything_is_committed(tmp_path: Path) -> None:
+    """A claim skips lanes it found empty until the database changes (its data_version for
+    other connections' commits; any sample write of its own): a sample stored afterwards, by
+    the collection thread's queue or by this one, goes in the very next claim."""
+    queue = reopen(tmp_path, CLASSES, owns_upload_state=True)
+    collection = reopen(tmp_path, CLASSES)
+    collection.lanes = queue.lanes
+    collection.append(series_samples("memory.used_bytes", 2, NOW_MS - 60_000))
+    collection.append(series_samples("srt.rtt_seconds", 1, NOW_MS - 60_000))
+    queue.ack_claims(URL, queue.next_claims(URL, 50))
+    assert queue.next_claims(URL, 50) == []            # every lane empty now, and remembered so
+    collection.append(series_samples("srt.rtt_seconds", 1, NOW_MS - 30_000, first_value=5))
+    assert [(c.lane, [r.sample.value for r in c.rows]) for c in queue.next_claims(URL, 50)] == [(0, [5.0])]
+    queue.ack_claims(URL, queue.next_claims(URL, 50))
+    assert queue.next_claims(URL, 50) == []
+    queue.append(series_samples("memory.used_bytes", 1, NOW_MS - 20_000, first_value=7))  # its own write
+    assert [(c.lane, [r.sample.value for r in c.rows]) for c in queue.next_claims(URL, 50)] == [(2, [7.0])]

@@ -51,6 +51,12 @@ SKIP_AHEAD_MS = 10 * 60_000
 _IN_LANE = "series_id IN (SELECT id FROM series WHERE lane = ?)"
 
 
+_LANES_IN_USE = (
+    "SELECT l.lane FROM (" + " UNION ALL ".join(f"SELECT {lane} AS lane" for lane in LANES) + ") l "
+    "WHERE EXISTS (SELECT 1 FROM series r WHERE r.lane = l.lane) ORDER BY l.lane"
+)
+
+
 def lane_name(lane: int) -> str:
     return f"P{lane}"
 
@@ -122,6 +128,11 @@ class SampleQueue:
         # keep the lanes' states in memory instead of reading them several times a cycle.
         # Entries are set when written and dropped whenever a transaction fails.
         self._cached_states: dict[tuple[str, int], UploadState] | None = {} if owns_upload_state else None
+        # Lanes a claim found empty, with the database's data_version then: until another
+        # connection commits (new samples, late rows), such a lane is still empty and the
+        # next claim need not scan for it. A drain of thousands of series makes dozens of
+        # requests a cycle, and each scan of an empty lane reads every pending row.
+        self._empty_lanes: dict[tuple[str, int], int] = {}
         self._series_ids: dict[tuple[str, str, int], int] = {}
         # By the label tuple itself: encoding labels to JSON per sample was 75 % of append.
         self._ids_by_labels: dict[tuple[str, Labels, int], int] = {}
@@ -141,9 +152,14 @@ class SampleQueue:
         return cls(conn, path, lanes, owns_upload_state=owns_upload_state)
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, adds_samples: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction; a failure (rolled back, or a COMMIT that did not happen)
-        drops the cached states, which may hold what it would have written."""
+        drops the cached states, which may hold what it would have written. Unless the caller
+        says it only moves progress (``adds_samples=False``: acknowledgements, skip-ahead), the
+        lanes found empty are forgotten: this connection's own writes do not change the
+        data_version that vouches for them."""
+        if adds_samples:
+            self._empty_lanes.clear()
         try:
             with transaction(self.conn) as conn:
                 yield conn
@@ -180,7 +196,8 @@ class SampleQueue:
         return lane
 
     def lanes_in_use(self) -> list[int]:
-        return [int(r[0]) for r in self.conn.execute("SELECT DISTINCT lane FROM series ORDER BY lane")]
+        # One index probe per lane, not a scan of every series (this runs for each claim).
+        return [int(r[0]) for r in self.conn.execute(_LANES_IN_USE)]
 
     def series(self, series_id: int) -> tuple[str, Labels, int]:
         found = self._series.get(series_id)
@@ -388,13 +405,19 @@ class SampleQueue:
         if late:
             claims.append(Claim("late", [self._row(*r) for r in late]))
             room -= len(late)
+        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
         for lane in serve:
             if room <= 0 or (claims and not combine):
                 break
+            if self._empty_lanes.get((destination, lane)) == version:
+                continue  # nothing committed by anyone else since it was found empty
             claim = self._lane_batch(destination, lane, room, newest_first)
             if claim is not None:
                 claims.append(claim)
                 room -= len(claim.rows)
+                self._empty_lanes.pop((destination, lane), None)
+            else:
+                self._empty_lanes[(destination, lane)] = version
         return claims
 
     def _lane_batch(self, destination: str, lane: int, limit: int, newest_first: bool) -> Claim | None:
@@ -431,7 +454,7 @@ class SampleQueue:
         if newest is None or newest[0] - state.mark[0] < SKIP_AHEAD_MS:
             return
         top: Key = (int(newest[0]), int(newest[1]))
-        with self._write():
+        with self._write(adds_samples=False):
             if self.state(destination, lane) != state or self.conn.execute(
                     f"SELECT 1 FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE} LIMIT 1",
                     (*state.mark, lane)).fetchone():
@@ -454,7 +477,7 @@ class SampleQueue:
         Every claim's progress and the ``dead`` rows are saved in one transaction."""
         now_ms = int(time.time() * 1000)
         remaining = sum(len(c.rows) for c in claims) if count is None else count
-        with self._write():
+        with self._write(adds_samples=False):
             if dead:
                 self.conn.executemany(
                     "INSERT INTO dead_letters (destination, ts, series_id, value, reason, created_at_ms) "

@@ -193,4 +193,19 @@ MIGRATIONS = (
     ),
 )
 
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        5,
+        "series indexed by lane",
+        (
+            # Every claim, acknowledgement and pending count filters samples by lane
+            # (``series_id IN (SELECT id FROM series WHERE lane = ?)``). Without this index each
+            # of those statements scans the whole series table, names and labels included:
+            # ~0.5 ms per statement at 7,000 series, most of a claim's cost at that scale.
+            "CREATE INDEX series_by_lane ON series (lane, id)",
+        ),
+    ),
+)
+
 LATEST_VERSION = len(MIGRATIONS)
