@@ -33,15 +33,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import belabox_metrics.agent as agent_module
 import belabox_metrics.store.queue as queue_module
 from belabox_metrics.config import load_config
 from belabox_metrics.selfmetrics import SelfMetricsCollector
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.upload.uploader import Uploader
-from bench._common import REPO_ROOT, table, temp_dir
+from bench._common import table, temp_dir
 
 PARTS: tuple[tuple[type, str], ...] = (
     (agent_module.CollectionLoop, "run_due"),
@@ -129,19 +127,20 @@ def scaled_tree(workdir: Path, scale: int, stack: contextlib.ExitStack) -> tuple
                                                                                  dict[str, Any]]:
     """bench_scale's tree with ``scale`` times the host series, ticking once a second until
     ``stack`` closes; the metrics and host settings that point the agent at it."""
-    from bench.bench_scale import FixtureTree, Ticker, host_series, interfaces_for
+    from bench.bench_scale import (
+        FixtureTree,
+        Ticker,
+        base_host_series,
+        host_series,
+        interfaces_for,
+        scaled_metrics,
+    )
 
-    probe = FixtureTree(workdir / "probe", 2, seed=0)
-    base_series = host_series(probe.root, 2)
-    probe.close()
-    interfaces = interfaces_for(scale, 2, base_series)
+    interfaces = interfaces_for(scale, 2, base_host_series(workdir, 2))
     tree = FixtureTree(workdir / f"tree-{scale}x", interfaces, seed=scale)
     stack.enter_context(Ticker([tree]))
     print(f"tree: {interfaces} interfaces, {host_series(tree.root, interfaces)} host series")
-    metrics = [({**m, "max_interfaces": max(32, interfaces)} if m["name"] == "network" else m)
-               for m in yaml.safe_load((REPO_ROOT / "configs" / "config.yaml").read_text())["metrics"]
-               if m["name"] in ("cpu", "memory", "disk", "network", "thermal", "system")]
-    return metrics, {"host": {"proc_root": str(tree.root / "proc"), "sys_root": str(tree.root / "sys")}}
+    return scaled_metrics(interfaces), tree.host_settings()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from tests.helpers import free_port
@@ -149,6 +150,10 @@ class FixtureTree:
             self.temps[index] = min(95_000, max(30_000, self.temps[index] + rng.randint(-462, 462)))
             self._write(path, f"{self.temps[index]}\n", first)
 
+    def host_settings(self) -> dict[str, Any]:
+        """The config's ``host`` section that points the agent at this tree."""
+        return {"host": {"proc_root": str(self.root / "proc"), "sys_root": str(self.root / "sys")}}
+
     def close(self) -> None:
         for fd in self._handles.values():
             os.close(fd)
@@ -202,6 +207,22 @@ def host_series(root: Path, interfaces: int) -> int:
     return len(series)
 
 
+def base_host_series(workdir: Path, base_interfaces: int) -> int:
+    """Host series of the base tree with ``base_interfaces`` interfaces (built and removed)."""
+    probe = FixtureTree(workdir / "probe", base_interfaces, seed=0)
+    try:
+        return host_series(probe.root, base_interfaces)
+    finally:
+        probe.close()
+
+
+def scaled_metrics(interfaces: int) -> list[dict[str, Any]]:
+    """The shipped config's host collectors, the network one allowed ``interfaces``."""
+    metrics = yaml.safe_load((REPO_ROOT / "configs" / "config.yaml").read_text())["metrics"]
+    return [({**m, "max_interfaces": max(32, interfaces)} if m["name"] == "network" else m)
+            for m in metrics if m["name"] in ("cpu", "memory", "disk", "network", "thermal", "system")]
+
+
 def interfaces_for(scale: int, base_interfaces: int, base_series: int) -> int:
     """Interfaces that make ``scale`` times the base tree's host series."""
     fixed = base_series - SERIES_PER_INTERFACE * base_interfaces
@@ -228,9 +249,7 @@ def run(seconds: float, warmup: float, peers: bool, workdir: Path, base_interfac
     binary = vm_available()
     if binary is None or (peers and not all(os.access(b, os.X_OK) for b in (NODE_EXPORTER, VMAGENT))):
         raise SystemExit("needs Debian victoria-metrics (and vmagent, prometheus-node-exporter unless --no-peers)")
-    probe = FixtureTree(workdir / "probe", base_interfaces, seed=0)
-    base_series = host_series(probe.root, base_interfaces)
-    probe.close()
+    base_series = base_host_series(workdir, base_interfaces)
     levels: list[Level] = []
     for scale in SCALES:
         interfaces = interfaces_for(scale, base_interfaces, base_series)
@@ -298,12 +317,8 @@ def _pid(proc: subprocess.Popen[bytes] | None) -> int:
 
 def _start(level: Level, vm: VictoriaMetrics, workdir: Path, peers: bool) -> None:
     health_port = free_port()
-    metrics = yaml.safe_load((REPO_ROOT / "configs" / "config.yaml").read_text())["metrics"]
-    metrics = [({**m, "max_interfaces": max(32, level.interfaces)} if m["name"] == "network" else m)
-               for m in metrics if m["name"] in ("cpu", "memory", "disk", "network", "thermal", "system")]
-    config = default_config(workdir, f"scale-{level.scale}x", vm.import_url, health_port, metrics=metrics,
-                            extra={"host": {"proc_root": str(level.tree.root / "proc"),
-                                            "sys_root": str(level.tree.root / "sys")}})
+    config = default_config(workdir, f"scale-{level.scale}x", vm.import_url, health_port,
+                            metrics=scaled_metrics(level.interfaces), extra=level.tree.host_settings())
     level.agent = start_agent(config, workdir / f"agent-{level.scale}x.log")
     level.agent_metrics = f"http://127.0.0.1:{health_port}/metrics"
     if not peers:

@@ -596,6 +596,9 @@ class SampleQueue:
     def pending_by_lane(self, destination: str, states: dict[int, UploadState] | None = None) -> dict[int, int]:
         """Samples not yet acknowledged by ``destination``, per lane holding series."""
         pending: dict[int, int] = {}
+        late_by_lane = dict(self.conn.execute(  # one query for every lane's late rows
+            "SELECT r.lane, COUNT(*) FROM late_samples l JOIN series r ON r.id = l.series_id "
+            "WHERE l.destination = ? GROUP BY r.lane", (destination,)).fetchall())
         for lane, state in (states if states is not None else self._states_in_use(destination)).items():
             after_mark = int(self.conn.execute(
                 f"SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE}", (*state.mark, lane)
@@ -606,10 +609,7 @@ class SampleQueue:
                     f"SELECT COUNT(*) FROM samples WHERE (ts, series_id) >= (?, ?) AND (ts, series_id) <= (?, ?) "
                     f"AND {_IN_LANE}", (*state.fresh_lo, *state.fresh_hi, lane),
                 ).fetchone()[0])
-            late = int(self.conn.execute(
-                f"SELECT COUNT(*) FROM late_samples WHERE destination = ? AND {_IN_LANE}", (destination, lane)
-            ).fetchone()[0])
-            pending[lane] = after_mark - in_fresh + late
+            pending[lane] = after_mark - in_fresh + int(late_by_lane.get(lane, 0))
         return pending
 
     def pending_count(self, destination: str) -> int:
