@@ -23,9 +23,11 @@ from belabox_metrics import __version__
 from belabox_metrics.clock import Clock, SystemClock
 from belabox_metrics.collectors.base import Collector, CollectorContext, MetricSettings, registry
 from belabox_metrics.collectors.procfs import FsRoot
+from belabox_metrics.collectors.srt import SrtCollector
 from belabox_metrics.config import Settings, parse_listen
 from belabox_metrics.health.server import HealthServer
 from belabox_metrics.health.status import CollectorState, Snapshot, Thresholds, evaluate
+from belabox_metrics.liveness import StreamLiveness
 from belabox_metrics.logs import event, get, redact_url
 from belabox_metrics.model import Sample, make_labels
 from belabox_metrics.priority import CLASS_NAMES, classifier
@@ -42,9 +44,6 @@ from belabox_metrics.upload.uploader import Uploader, UploadPolicy
 
 # Queue figures are counted again only after this many times the last count's duration.
 STATS_COST_FACTOR = 100.0
-# Samples that say a stream is up and sending: the uplink then belongs to the video.
-LIVE_SIGNALS = frozenset({"belabox.streaming_live", "srt.stream_connected", "srt.send_rate_bits_per_second",
-                          "srt.receive_rate_bits_per_second"})
 
 # Samples that could not be stored (disk full, database locked) are kept in memory and
 # retried, up to this many; beyond it the oldest are dropped and counted.
@@ -93,6 +92,8 @@ class CollectionLoop:
     max_sleep: float = 5.0
     # How long one round of collectors may take before the loop counts as hung.
     run_budget: float = 60.0
+    # Told each collector's round: (collector name, its samples, or None when it failed).
+    observe: Callable[[str, Sequence[Sample] | None], None] | None = None
 
     def run(self, stop: threading.Event, max_rounds: int | None = None) -> None:
         rounds = 0
@@ -135,6 +136,8 @@ class CollectionLoop:
             if metric.failures == 1 or metric.failures % 60 == 0:
                 event(self.log, logging.WARNING, "collector failed", collector=metric.settings.name,
                       error=str(exc), error_type=type(exc).__name__, failures=metric.failures)
+            if self.observe is not None:
+                self.observe(metric.settings.name, None)
             return []
         finally:
             metric.last_duration_s = time.perf_counter() - started
@@ -142,6 +145,8 @@ class CollectionLoop:
         metric.last_error = None
         metric.last_success_wall = self.clock.wall()
         metric.samples += len(samples)
+        if self.observe is not None:
+            self.observe(metric.settings.name, samples)
         event(self.log, logging.DEBUG, "collected", collector=metric.settings.name,
               count=len(samples), duration_ms=round(metric.last_duration_s * 1000, 3))
         return samples
@@ -290,8 +295,13 @@ class Agent:
         self.collect_run_budget = 60.0
         self.upload_heartbeat = Heartbeat("upload", self.clock)
         self.destination = redact_url(remote.url)
-        # Known from the SRT/BELABOX collectors: a stream is up and sending.
-        self.stream_live_until: float | None = None
+        # Known from the SRT/BELABOX collectors: a stream is up and sending. Until each of
+        # them has answered once after start, it is unknown and treated as live.
+        self.liveness = StreamLiveness(
+            self.clock, hold=remote.bandwidth.live_hold,
+            awaited=[m.settings.name for m in self.scheduled
+                     if isinstance(m.collector, SrtCollector) and m.collector.only is None],
+            settle=remote.bandwidth.live_settle)
         self.budget: TokenBucket | None = None
         if remote.bandwidth.max_bytes_per_second > 0:
             self.budget = TokenBucket(self.clock, remote.bandwidth, live=self.stream_live)
@@ -326,19 +336,12 @@ class Agent:
 
     # -- collection --------------------------------------------------------------------
     def stream_live(self) -> bool:
-        return self.stream_live_until is not None and self.clock.monotonic() < self.stream_live_until
-
-    def _watch_stream(self, samples: list[Sample]) -> None:
-        for sample in samples:
-            if sample.name in LIVE_SIGNALS and sample.value is not None and sample.value > 0:
-                # Live until the collectors stop saying so for a while (they poll every few s).
-                self.stream_live_until = self.clock.monotonic() + self.settings.remote.bandwidth.live_hold
-                return
+        """The live budget and lanes apply: a stream is live, or not known yet."""
+        return self.liveness.live()
 
     def _store(self, queue: SampleQueue, samples: list[Sample]) -> int:
         """Append, unless the wall clock cannot be trusted: then hold the samples with their
         monotonic time, and re-stamp them as soon as it can."""
-        self._watch_stream(samples)
         offset_ms = int((self.clock.wall() - self.clock.monotonic()) * 1000)
         if self.trust is not None and not self.trust.trusted():
             held = queue.hold(samples, self.boot_id, offset_ms)
@@ -367,7 +370,7 @@ class Agent:
         try:
             self.collection = CollectionLoop(self.scheduled, lambda samples: self._store(queue, samples), self.clock,
                                              get("collect"), heartbeat=self.collection_heartbeat,
-                                             run_budget=self.collect_run_budget)
+                                             run_budget=self.collect_run_budget, observe=self.liveness.observe)
             self.collection.run(self.stop)
         except BaseException as exc:
             self.errors.append(exc)
@@ -511,7 +514,7 @@ class Agent:
 
     def _bandwidth_state(self) -> dict[str, object]:
         budget = self.budget
-        return {"stream_live": self.stream_live(),
+        return {"stream_live": self.stream_live(), "stream": self.liveness.state(),
                 "limit_bytes_per_second": budget.rate() if budget else None,
                 "waited_seconds": round(budget.waited_seconds, 1) if budget else 0.0,
                 "bytes_sent": self.uploader.bytes_sent_total if self.uploader else 0}
@@ -565,8 +568,13 @@ class Agent:
                        histograms=[((), up.duration)]),
             ]
         families.append(Family("uploader.stream_live", "gauge",
-                               "1 while a stream is up and sending: the lower live bandwidth budget applies.",
+                               "1 while a stream is up and sending, or not known yet after a start: the lower "
+                               "live bandwidth budget applies.",
                                [((), 1.0 if self.stream_live() else 0.0)]))
+        families.append(Family("uploader.stream_state_known", "gauge",
+                               "0 after a start until every SRT/BELABOX collector has answered once "
+                               "(the live budget applies meanwhile), then 1.",
+                               [((), 1.0 if self.liveness.known() else 0.0)]))
         if self.budget is not None:
             families += [
                 Family("uploader.bandwidth_limit_bytes_per_second", "gauge",

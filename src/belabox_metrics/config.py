@@ -325,6 +325,7 @@ def _parse_bandwidth(reader: Reader) -> BandwidthSettings:
         live_bytes_per_second=reader.size("live_bytes_per_second", 8 * 1024),
         burst_bytes=reader.size("burst_bytes", 256 * 1024),
         live_hold=reader.duration("live_hold", 15.0, minimum=0.1),
+        live_settle=reader.duration("live_settle", 30.0, minimum=0.0, maximum=600),
     )
     if bandwidth.live_bytes_per_second > bandwidth.max_bytes_per_second > 0:
         reader.fail("live_bytes_per_second", "is above max_bytes_per_second",

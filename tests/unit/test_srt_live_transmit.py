@@ -67,7 +67,13 @@ def test_interval_records_accumulate_into_totals(tmp_path: Path) -> None:
     collector = make_collector([{"type": "srt-live-transmit", "stats_file": str(stats),
                                  "stream": "uplink"}])
     now = int(time.time() * 1000)
-    assert collector.collect(now) == []  # baseline only: history is not this interval
+    # History before start is a baseline (no counts), but a recent record says at once
+    # what the link does now: an agent restarted mid-stream knows it is live.
+    first = collector.collect(now)
+    assert one(first, "srt.packets_received_total", source="srt-live-transmit", stream="uplink",
+               direction="receive") == 0
+    assert one(first, "srt.receive_rate_bits_per_second") == pytest.approx(3.01243e6)
+    assert pick(first, "srt.packet_loss") == []
     append(stats, RECV_INTERVAL, with_counts(RECV_INTERVAL, "recv", packets=100, packetsLost=0,
                                              packetsRetransmitted=0, packetsDropped=2))
     samples = collector.collect(now + 1000)
@@ -154,3 +160,15 @@ def test_fifo_stats(tmp_path: Path) -> None:
     finally:
         os.close(writer)
         collector.close()
+
+
+def test_first_poll_of_old_history_reports_nothing(tmp_path: Path) -> None:
+    # A stats file last written a minute ago (srt-live-transmit stopped before the agent
+    # started): its last record is history, not what the link does now.
+    stats = tmp_path / "recv.json"
+    append(stats, RECV_INTERVAL)
+    now = int(time.time() * 1000)
+    os.utime(stats, (now / 1000 - 60, now / 1000 - 60))
+    collector = make_collector([{"type": "srt-live-transmit", "stats_file": str(stats),
+                                 "stream": "uplink"}])
+    assert collector.collect(now) == []

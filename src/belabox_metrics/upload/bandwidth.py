@@ -19,6 +19,7 @@ class BandwidthSettings:
     live_bytes_per_second: int = 8 * 1024     # while streaming: ~64 kbit/s, under 1 % of a bonded uplink
     burst_bytes: int = 256 * 1024             # one full request may go at once
     live_hold: float = 15.0                   # live until no collector said so for this long
+    live_settle: float = 30.0                 # after a start: live until the collectors answered, at most this
 
 
 class TokenBucket:
@@ -26,7 +27,9 @@ class TokenBucket:
         self.clock = clock
         self.settings = settings
         self.live = live
-        self.tokens = float(settings.burst_bytes)
+        # Full, but never above the live capacity while live (or not known yet, right after a
+        # restart in the middle of a stream): no saved-up idle burst lands on the stream.
+        self.tokens = self.capacity()
         self.updated = clock.monotonic()
         self.waited_seconds = 0.0
         self.bytes_charged = 0
@@ -39,6 +42,11 @@ class TokenBucket:
         if self.live():
             return float(min(self.settings.burst_bytes, max(self.settings.live_bytes_per_second, 1) * 2))
         return float(self.settings.burst_bytes)
+
+    def max_request_bytes(self) -> float:
+        """The largest request that keeps within the bucket: a bigger one would go at once
+        when the bucket is full and leave it in debt, a burst over the allowance."""
+        return self.capacity()
 
     def _refill(self) -> None:
         now = self.clock.monotonic()

@@ -229,7 +229,9 @@ class Uploader:
             return _Delivery()
         samples = [r.sample for r in rows]
         body = self.fmt.body(samples, int(self.clock.wall() * 1000))
-        if len(body) > self.policy.max_bytes and len(rows) > 1:
+        limit = self.policy.max_bytes if self.budget is None else min(self.policy.max_bytes,
+                                                                        self.budget.max_request_bytes())
+        if len(body) > limit and len(rows) > 1:
             return self._bisect(rows, deadline)
         response, error = self._post(body, len(rows), deadline)
         if response is None:

@@ -257,12 +257,16 @@ class SrtLiveTransmitSource:
         records, problems = parse_stats_lines(lines)
         now_s = now_ms / 1000.0
         if first:
-            # History before the agent started: a baseline and the latest gauges only.
+            # History before the agent started is a baseline (counted from here on), but what
+            # the latest record says is reported at once when it is recent: an agent restarted
+            # in the middle of a stream knows the stream is live from its first poll.
             self._account(records, count=False)
             if records:
                 self.latest = records[-1]
                 self.last_record_s = self.tail.mtime
-            return []
+            if self.last_record_s is None or now_s - self.last_record_s > self.options.stale_after:
+                return []
+            return self._samples({SEND: DirectionDeltas(), RECEIVE: DirectionDeltas()}, now_ms, fresh=True)
         if problems and not records:
             raise SourceError(problems[-1])
         if records:
