@@ -181,7 +181,9 @@ def generate(port: int, stop: threading.Event, limit_s: float) -> int:
     return sent
 
 
-def write_config(tmp: Path, url: str, stats: Path, health_port: int) -> Path:
+def write_config(tmp: Path, url: str, stats: Path, health_port: int, *, burst: int = BURST, batch_size: int = 1000,
+                 while_live: str = "{while_live: [P0, P1, P2]}   # counters (P3) wait while the stream is live"
+                 ) -> Path:
     config = tmp / "config.yaml"
     config.write_text(f"""
 device: {{id: {DEVICE}}}
@@ -191,15 +193,15 @@ remote:
   format: vm-jsonl
   interval: 1s
   timeout: 5s
-  batch_size: 1000
+  batch_size: {batch_size}
   shutdown_grace: 5s
   retry: {{max_attempts: 2, backoff_base: 100ms, backoff_max: 500ms}}
   bandwidth:
     max_bytes_per_second: {IDLE_RATE}
     live_bytes_per_second: {LIVE_RATE}
-    burst_bytes: {BURST}
+    burst_bytes: {burst}
     live_hold: {LIVE_HOLD:g}s
-  priority: {{while_live: [P0, P1, P2]}}   # counters (P3) wait while the stream is live
+  priority: {while_live}
 health: {{listen: "127.0.0.1:{health_port}"}}
 logging: {{level: info, format: json}}
 metrics:
@@ -389,3 +391,84 @@ def test_upload_stays_under_live_budget_while_streaming_and_rises_after(
     assert "uploader_bandwidth_wait_seconds_total" in exposition
     assert sent_samples >= delivered >= BACKLOG
     assert elapsed <= TEST_BUDGET
+
+
+def start_stream(tool: str, tmp: Path, stop_feed: threading.Event, fed: list[int]
+                 ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], threading.Thread, Path]:
+    """srt-live-transmit receiver and sender with a UDP feed: a stream that is live."""
+    stats = tmp / "send.json"
+    srt_port, input_port, sink_port = udp_port(), udp_port(), udp_port()
+    receiver = subprocess.Popen(
+        [tool, "-pf:json", f"srt://127.0.0.1:{srt_port}?mode=listener&latency=200",
+         f"udp://127.0.0.1:{sink_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sender = subprocess.Popen(
+        [tool, "-s:100", "-pf:json", f"-statsout:{stats}", f"udp://127.0.0.1:{input_port}",
+         f"srt://127.0.0.1:{srt_port}?latency=200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    feeder = threading.Thread(target=lambda: fed.append(generate(input_port, stop_feed, 60.0)), daemon=True)
+    feeder.start()
+    return receiver, sender, feeder, stats
+
+
+def test_restart_mid_stream_keeps_to_the_live_budget_from_the_first_byte(
+        victoria_metrics: VictoriaMetrics, tmp_path: Path) -> None:
+    """Issue 23: an agent that starts while a stream is already live, with a backlog and the
+    shipped idle burst (256 KiB), keeps every 1 s window from its first byte within the live
+    budget plus the live bucket, and its SRT (P0) series reach VictoriaMetrics within 15 s."""
+    tool = require_tool("srt-live-transmit", "srt-tools")
+    db = tmp_path / "agent.db"
+    backlog(db, BACKLOG)
+    proxy = CountingProxy(victoria_metrics.port)
+    health_port = free_port()
+    stop_feed = threading.Event()
+    fed: list[int] = []
+    receiver = sender = agent = None
+    feeder: threading.Thread | None = None
+    log = tmp_path / "agent.log"
+    measure = 10.0
+    shipped_burst = 256 * 1024
+    live_capacity = min(shipped_burst, 2 * LIVE_RATE)
+    try:
+        receiver, sender, feeder, stats = start_stream(tool, tmp_path, stop_feed, fed)
+        # The stream is up before the agent starts: stats records are arriving.
+        wait_until(lambda: stats.exists() and stats.stat().st_size > 2000, 20)
+        config = write_config(tmp_path, proxy.url, stats, health_port, burst=shipped_burst, batch_size=10_000,
+                              while_live="{}  # the shipped default: every class, in order")
+        with log.open("ab") as out:
+            agent = subprocess.Popen([*cli("metrics-collector"), "run", "--config", str(config)], env=ENV,
+                                     stdout=out, stderr=subprocess.STDOUT)
+        agent_started = time.monotonic()
+        first_byte = wait_until(lambda: bool(proxy.arrivals), 20)
+        first_byte = proxy.arrivals[0].at
+        # P0 (the SRT series) in VictoriaMetrics within 15 s of the start.
+        def srt_in_vm() -> bool:
+            victoria_metrics.flush()
+            return bool(victoria_metrics.samples(f'{{__name__=~"srt_.*", device_id="{DEVICE}"}}'))
+        p0_at = wait_until(srt_in_vm, 25, step=0.5)
+        time.sleep(max(0.0, first_byte + measure - time.monotonic()))
+        health = bandwidth_health(health_port)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=20) == 0, log.read_text()[-3000:]
+    finally:
+        stop_feed.set()
+        for proc in (agent, sender, receiver):
+            if proc is not None:
+                stop_process(proc)
+        if feeder is not None:
+            feeder.join(timeout=2)
+        proxy.close()
+
+    # Every 1 s window from the first byte, up to the measured end (the shutdown flush after
+    # SIGTERM is a stop, not part of the stream: it is cut off by the end of the window).
+    with proxy.lock:
+        arrivals = [a for a in proxy.arrivals if a.at < first_byte + measure]
+    allowance = LIVE_RATE * 1.0 + live_capacity
+    windows = [sum(b.body_bytes for b in arrivals if a.at <= b.at < a.at + 1.0) for a in arrivals]
+    print(f"\nrestart mid-stream: first byte {first_byte - agent_started:.2f} s after start, "
+          f"{len(arrivals)} requests in {measure:g} s, largest request {max(a.body_bytes for a in arrivals)} B, "
+          f"busiest 1 s window {max(windows)} B (allowance {allowance:.0f} B: live rate + live bucket), "
+          f"SRT in VM {p0_at - agent_started:.1f} s after start")
+    assert max(windows) <= allowance * 1.1, f"{max(windows)} B in one second while the stream was live"
+    assert p0_at - agent_started <= 15.0
+    assert health["stream_live"] is True and health["stream"] == "live"
+    assert health["limit_bytes_per_second"] == LIVE_RATE
+    assert fed and fed[0] > 0
