@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -119,3 +120,36 @@ def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) 
 
 def get(name: str) -> logging.Logger:
     return logging.getLogger(f"{ROOT_LOGGER}.{name}")
+
+
+class RepeatLimiter:
+    """Log an identical warning once, then at most once a ``period`` with how many were
+    held back: a destination refusing every request must not write a line per request
+    (journal wear on an SD card, and the first line already says what is wrong).
+
+    ``key`` says what makes two warnings identical (message and error, not batch ids).
+    ``now`` is a monotonic clock in seconds (injected, so tests need no sleeps)."""
+
+    def __init__(self, now: Callable[[], float], period: float = 60.0, max_keys: int = 64) -> None:
+        self.now = now
+        self.period = period
+        self.max_keys = max_keys
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (last written, held back since)
+
+    def log(self, log: logging.Logger, level: int, key: str, message: str, **fields: Any) -> bool:
+        """Write the record unless an identical one was written less than ``period`` ago.
+        Returns whether it was written; a written repeat carries ``repeated`` (how many
+        identical ones were held back since the last one written)."""
+        now = self.now()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.period:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        if seen is not None and seen[1]:
+            fields = {**fields, "repeated": seen[1]}
+        if seen is None and len(self._seen) >= self.max_keys:
+            # Bounded: forget the key written longest ago.
+            del self._seen[min(self._seen, key=lambda k: self._seen[k][0])]
+        self._seen[key] = (now, 0)
+        event(log, level, message, **fields)
+        return True

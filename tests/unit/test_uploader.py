@@ -22,6 +22,11 @@ from belabox_metrics.upload.uploader import Uploader, UploadPolicy, accepted_cou
 URL = "http://127.0.0.1:9/api/v1/import"
 NOW = 1_700_000_000.0
 NOW_MS = int(NOW * 1000)
+# Real VictoriaMetrics' answer to a request holding one line too long (captured from the
+# Debian victoria-metrics with -import.maxLineLen=200). Its /api/v1/import skips an
+# unparsable line and answers 204: this is the one per-sample refusal it makes.
+VM_REFUSAL = (b'remoteAddr: "127.0.0.1:41202"; requestURI: /api/v1/import; '
+              b"cannot read vmimport data: too long line: more than 200 bytes\n")
 
 
 class ScriptedTransport:
@@ -41,7 +46,7 @@ class ScriptedTransport:
         self.headers.append(headers)
         self.sizes.append(len(body))
         if any(v in self.refuse for line in lines for v in line["values"]):  # type: ignore[attr-defined]
-            return Response(400, {}, getattr(self, "refuse_body", b"cannot parse value"))
+            return Response(400, {}, getattr(self, "refuse_body", VM_REFUSAL))
         answer = self.answers.pop(0) if self.answers else Response(204)
         if isinstance(answer, Exception):
             raise answer
@@ -352,8 +357,8 @@ def test_a_destination_refusing_every_sample_is_not_poison(queue: SampleQueue) -
     fill(queue, 6)
     transport = ScriptedTransport(*[Response(400, {}, b"some proxy says no")] * 50)
     result = make(queue, transport).run_cycle()
-    assert "refuses every sample" in (result.error or "")
-    assert pending(queue) == 6 and queue.dead_letters() == []
+    assert "destination refuses uploads" in (result.error or "")
+    assert pending(queue) == 6 and queue.dead_letters() == [] and len(transport.requests) == 1
 
 
 def test_dead_letter_reasons_never_hold_a_secret(queue: SampleQueue) -> None:
@@ -361,7 +366,204 @@ def test_dead_letter_reasons_never_hold_a_secret(queue: SampleQueue) -> None:
     register_secret("tok-9f8e7d6c5b4a")
     fill(queue, 4)
     transport = ScriptedTransport(refuse={2.0})
-    transport.refuse_body = b"bad sample; auth was tok-9f8e7d6c5b4a"  # type: ignore[attr-defined]
+    # VictoriaMetrics echoes the request URI, query string (and a token in it) included.
+    transport.refuse_body = (b'remoteAddr: "127.0.0.1:5"; requestURI: /api/v1/import?auth=tok-9f8e7d6c5b4a; '  # type: ignore[attr-defined]
+                             b"cannot read vmimport data: too long line: more than 200 bytes")
     make(queue, transport).run_cycle()
     reasons = [reason for _, reason in queue.dead_letters()]
     assert reasons and all("tok-9f8e7d6c5b4a" not in r for r in reasons)
+
+
+# -- refusals that are not the samples' fault: no dead letters, no storms (issue 16) ----------
+# nginx 1.22 (Debian) answering plain http sent to its TLS port, captured.
+NGINX_400 = (b"<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n"
+             b"<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n"
+             b"<center>The plain HTTP request was sent to HTTPS port</center>\r\n"
+             b"<hr><center>nginx/1.22.1</center>\r\n</body>\r\n</html>\r\n")
+
+
+class TimedDestination:
+    """A destination whose answer depends on the (fake) time: ``windows`` is a list of
+    (until_monotonic, Response) taken in order, then 204 for ever, and a ``refuse`` set of
+    values it refuses with VictoriaMetrics' per-line error. Every request takes ``rtt``."""
+
+    def __init__(self, clock: FakeClock, windows: list[tuple[float, Response]], rtt: float = 0.05,
+                 refuse: set[float] | None = None) -> None:
+        self.clock = clock
+        self.windows = windows
+        self.rtt = rtt
+        self.refuse = refuse or set()
+        self.requests: list[list[float]] = []
+        self.stored: list[float] = []
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        self.clock.advance(self.rtt)
+        lines = [json.loads(line) for line in gzip.decompress(body).decode().splitlines()]
+        values = [float(v) for line in lines for v in line["values"]]
+        self.requests.append(values)
+        now = self.clock.monotonic()
+        for until, answer in self.windows:
+            if now < until and answer.status >= 300:
+                return answer
+            if now < until:
+                break
+        if self.refuse & set(values):
+            return Response(400, {}, VM_REFUSAL)
+        self.stored.extend(values)
+        return Response(204)
+
+    def close(self) -> None:
+        pass
+
+
+def drain(uploader: Uploader, clock: FakeClock, queue: SampleQueue, cycles: int = 200,
+          interval: float = 5.0) -> list[int]:
+    """Run upload cycles every ``interval`` until nothing is pending; requests per cycle."""
+    transport = uploader.transport
+    assert isinstance(transport, (TimedDestination, ScriptedTransport))
+    per_cycle = []
+    for _ in range(cycles):
+        before = len(transport.requests)
+        uploader.run_cycle()
+        per_cycle.append(len(transport.requests) - before)
+        if pending(queue) == 0:
+            break
+        clock.advance(interval)
+    return per_cycle
+
+
+def test_blanket_nginx_400_is_one_request_per_cycle_no_dead_letters_and_backs_off(queue: SampleQueue) -> None:
+    fill(queue, 78)
+    clock = FakeClock(wall=NOW)
+    transport = ScriptedTransport(*[Response(400, {"Content-Type": "text/html"}, NGINX_400)] * 1000)
+    up = make(queue, transport, clock, max_samples=100, backoff_base=1.0, backoff_max=60.0)
+    per_cycle = []
+    for _ in range(30):  # 30 cycles, 5 s apart
+        before = len(transport.requests)
+        result = up.run_cycle()
+        per_cycle.append(len(transport.requests) - before)
+        clock.advance(5.0)
+    # Before: 155 requests (2N-1) and as many warnings every cycle, and dead letters.
+    assert max(per_cycle) == 1 and sum(per_cycle) < 30  # backing off: some cycles send nothing
+    assert queue.dead_letters() == [] and pending(queue) == 78
+    assert "destination refuses uploads" in (result.error or "") and "plain HTTP request" in (result.error or "")
+    assert up.refusing is not None and "plain HTTP request" in up.refusing
+
+
+def test_halves_refused_alike_is_the_destination_not_a_sample(queue: SampleQueue) -> None:
+    fill(queue, 64)
+    transport = ScriptedTransport(*[Response(400, {}, VM_REFUSAL)] * 1000)
+    result = make(queue, transport, max_samples=64).run_cycle()
+    assert len(transport.requests) == 3  # the batch, then each half: refused alike, stop
+    assert queue.dead_letters() == [] and pending(queue) == 64
+    assert "both halves refused alike" in (result.error or "")
+
+
+def test_vm_per_line_refusal_dead_letters_only_that_sample_within_budget(queue: SampleQueue) -> None:
+    fill(queue, 100)
+    transport = ScriptedTransport(refuse={37.0})
+    result = make(queue, transport, max_samples=100).run_cycle()
+    dead = queue.dead_letters()
+    assert [r.sample.value for r, _ in dead] == [37.0] and "too long line" in dead[0][1]
+    assert result.dead == 1 and pending(queue) == 0
+    assert sorted(set(transport.values()) - {37.0}) == [float(i) for i in range(100) if i != 37]
+    assert len(transport.requests) <= 2 * 7 + 2 + 1  # the batch + a binary search's budget
+
+
+def test_bisection_budget_bounds_requests_and_the_rest_waits(queue: SampleQueue) -> None:
+    fill(queue, 256)
+    bad = {float(v) for v in range(129, 250, 2)}  # every other one of the second half
+    transport = ScriptedTransport(refuse=bad)
+    up = make(queue, transport, max_samples=256)
+    result = up.run_cycle()
+    assert len(transport.requests) <= 1 + 2 * 8 + 2
+    assert "bisection budget spent" in (result.error or "")
+    assert {r.sample.value for r, _ in queue.dead_letters()} <= bad and pending(queue) > 0
+    dead = [r.sample.value for r, _ in queue.dead_letters()]
+    assert dead and dead == sorted(bad)[:len(dead)] and pending(queue) <= 256 - 129
+    clock = up.clock
+    assert isinstance(clock, FakeClock)
+    per_cycle = drain(up, clock, queue)  # the next cycles go on where this one stopped
+    assert max(per_cycle) <= 1 + 2 * 8 + 2 and pending(queue) == 0
+    assert sorted(r.sample.value for r, _ in queue.dead_letters()) == sorted(bad)
+
+
+def test_named_sample_refused_by_metrics_receiver_is_dead_lettered_alone(queue: SampleQueue) -> None:
+    fill(queue, 10)
+
+    class Receiver:
+        def __init__(self) -> None:
+            self.requests: list[list[object]] = []
+
+        def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+            metrics = json.loads(gzip.decompress(body))["metrics"]
+            self.requests.append([m["value"] for m in metrics])
+            for index, item in enumerate(metrics):
+                if item["value"] == 4.0:  # what metrics-receiver answers (receiver/validate.py)
+                    return Response(400, {"Content-Type": "application/json"}, json.dumps(
+                        {"success": False, "error": f"metrics[{index}].labels: has 70 labels, at most 64 allowed"}
+                    ).encode())
+            return Response(200, {}, json.dumps({"success": True, "received": len(metrics)}).encode())
+
+        def close(self) -> None:
+            pass
+
+    receiver = Receiver()
+    up = Uploader(queue, receiver, url=URL, fmt=wire_format("json", "box-1"), clock=FakeClock(wall=NOW),
+                  log=logging.getLogger("test"), policy=UploadPolicy(max_samples=10), rng=random.Random(1))
+    result = up.run_cycle()
+    assert [r.sample.value for r, _ in queue.dead_letters()] == [4.0] and pending(queue) == 0
+    assert result.dead == 1 and len(receiver.requests) == 3  # all, before it, after it
+
+
+@pytest.mark.parametrize("body", [NGINX_400, VM_REFUSAL], ids=["nginx-html", "vm-format"])
+@pytest.mark.parametrize("phase", [i * 0.05 for i in range(12)])
+def test_503_then_blanket_400_window_then_204_dead_letters_nothing(queue: SampleQueue, body: bytes,
+                                                                  phase: float) -> None:
+    """20 s of 503, then 4 s of blanket 400 (a proxy restarting, a misrouted vmauth), then
+    204. Before: the refused prefix was committed as dead letters (hundreds of valid samples)."""
+    fill(queue, 400, series=4)
+    clock = FakeClock(wall=NOW)
+    start = clock.monotonic() + phase
+    windows = [(start + 20.0, Response(503)), (start + 24.0, Response(400, {}, body))]
+    destination = TimedDestination(clock, windows)
+    up = make(queue, destination, clock, max_samples=200, max_attempts=3, backoff_base=0.5, backoff_max=2.0)
+    drain(up, clock, queue, interval=1.0)
+    assert queue.dead_letters() == [] and pending(queue) == 0
+    assert sorted(set(destination.stored)) == [float(i) for i in range(400)]
+    assert up.refusing is None and up.last_error is None
+
+
+def test_a_window_edge_inside_a_bisection_does_not_convict_valid_samples(queue: SampleQueue) -> None:
+    """A VictoriaMetrics-worded blanket refusal that ends (or starts) in the middle of the
+    search for a genuinely bad sample: only the bad sample becomes a dead letter."""
+    for phase in [i * 0.01 for i in range(40)]:
+        queue.conn.execute("DELETE FROM samples")
+        queue.conn.execute("DELETE FROM upload_state")
+        queue.conn.execute("DELETE FROM dead_letters")
+        fill(queue, 64)
+        clock = FakeClock(wall=NOW)
+        start = clock.monotonic()
+        # 204 for a moment, then a blanket window, then 204 again.
+        windows = [(start + phase, Response(204)), (start + phase + 0.12, Response(400, {}, VM_REFUSAL))]
+        destination = TimedDestination(clock, windows, rtt=0.01, refuse={50.0})
+        up = make(queue, destination, clock, max_samples=64)
+        drain(up, clock, queue, interval=1.0)
+        assert [r.sample.value for r, _ in queue.dead_letters()] in ([50.0], []), phase
+        assert set(destination.stored) >= {float(i) for i in range(64) if i != 50}, phase
+
+
+def test_identical_warnings_are_written_once_then_counted_each_minute(queue: SampleQueue,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    fill(queue, 20)
+    clock = FakeClock(wall=NOW)
+    transport = ScriptedTransport(*[Response(400, {}, NGINX_400)] * 1000)
+    up = make(queue, transport, clock, max_samples=20, backoff_base=0.1, backoff_max=0.1, jitter=0.0)
+    with caplog.at_level(logging.WARNING, logger="test"):
+        for _ in range(100):  # 100 cycles, 1 s apart: one request each
+            up.run_cycle()
+            clock.advance(1.0)
+    failures = [r for r in caplog.records if r.getMessage() == "upload failed; samples stay queued"]
+    assert len(transport.requests) == 100
+    assert len(failures) == 2  # the first, then one a minute later with the count
+    assert vars(failures[1])["fields"]["repeated"] == 59

@@ -19,13 +19,14 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from belabox_metrics.clock import Clock
-from belabox_metrics.logs import event, redact_url
+from belabox_metrics.logs import RepeatLimiter, event, redact_url
 from belabox_metrics.model import Sample
 from belabox_metrics.sdnotify import Heartbeat
 from belabox_metrics.selfmetrics import Histogram
@@ -44,6 +45,10 @@ _NEVER = threading.Event()
 # vmauth before 1.80 (Debian's 1.79) answers an unknown bearer token, and a path its url_map
 # does not route, with 400. Those refuse the request, not the samples: keep them queued.
 REQUEST_REFUSALS = (b"cannot find the provided auth token", b"missing route for")
+# How VictoriaMetrics words an error (lib/httpserver: `remoteAddr: %q; requestURI: %s; %s`).
+VM_ERROR_PREFIX = b'remoteAddr: "'
+# metrics-receiver names the refused item of a batch: "metrics[3].value: must be ...".
+RECEIVER_NAMED = re.compile(r"metrics\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ class UploadPolicy:
     # that; receivers that need each series in order (Prometheus-style) do not.
     newest_first: bool = False
     max_batches_per_cycle: int = 1000
+    # Requests a cycle may spend bisecting one refused batch (0: 2*log2(batch)+2, enough to
+    # isolate one bad sample); bytes at 4x the refused request's size plus 1 KiB a request.
+    bisect_max_requests: int = 0
 
 
 @dataclass
@@ -121,6 +129,91 @@ def check_sample(sample: Sample, now_ms: int, policy: UploadPolicy) -> str | Non
     return None
 
 
+_ACCEPTED = object()  # a row's outcome: the destination accepted it
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A row's outcome: refused on its own (a request carrying only it, or named)."""
+
+    seq: int                 # when (the request's sequence number in this bisection)
+    reason: str
+    named: bool = False      # the destination's error names this sample
+    confirmed: bool = False  # refused, a sibling accepted, refused again
+
+
+@dataclass
+class _Stop:
+    error: str | None
+    budget: bool = False  # the bisection budget ran out (not an answer of the destination)
+
+
+@dataclass
+class _Probe(_Stop):
+    known: tuple[int, Response] = (0, Response(0))
+
+
+class _Bisection:
+    """One claim's delivery: each row's outcome, when siblings were accepted, the budget."""
+
+    def __init__(self, rows: Sequence[Row], max_requests: int) -> None:
+        self.rows = rows
+        self.outcome: list[object] = [None] * len(rows)
+        self.accept_seqs: list[int] = []
+        self.max_requests = max_requests
+        self.budget_bytes = 0  # set from the first refused request's size
+        self.deep = False
+        self.requests = 0
+        self.bytes = 0
+        self.accepted = 0
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def accept(self, lo: int, hi: int, seq: int) -> None:
+        for index in range(lo, hi):
+            self.outcome[index] = _ACCEPTED
+        self.accepted += hi - lo
+        self.accept_seqs.append(seq)
+
+    def proven(self, refused: _Refused) -> bool:
+        """The destination accepted siblings both before and after refusing this sample."""
+        return refused.confirmed or (any(s < refused.seq for s in self.accept_seqs)
+                                     and any(s > refused.seq for s in self.accept_seqs))
+
+    def exhausted(self) -> bool:
+        return self.requests >= self.max_requests or (0 < self.budget_bytes <= self.bytes)
+
+
+def refusal_kind(response: Response, fmt_name: str) -> tuple[str, int | None]:
+    """What a refusal (4xx) is about: ("content", index or None) when it may be the
+    samples' fault (VictoriaMetrics' error format, metrics-receiver's JSON error about a
+    metric, 413), else ("destination", None): an HTML page, a proxy's or a load balancer's
+    answer, anything that is not the destination judging the samples."""
+    body = response.body.lstrip()
+    if response.status == 413:
+        return "content", None
+    if body.startswith(VM_ERROR_PREFIX) and b"requestURI: " in body[:4096]:
+        # VictoriaMetrics (and vmagent/vmauth passing its answer on): `remoteAddr: "ip:port";
+        # requestURI: /api/v1/import; <why>`. It names no sample: only bisection can tell
+        # whether one is at fault (e.g. "too long line") or the whole request is.
+        return "content", None
+    if fmt_name == "json" and body.startswith(b"{"):
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return "destination", None
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if isinstance(error, str):
+            # metrics-receiver: {"success": false, "error": "metrics[3].value: must be ..."}
+            found = RECEIVER_NAMED.match(error)
+            if found:
+                return "content", int(found.group(1))
+    return "destination", None
+
+
 class Uploader:
     def __init__(self, queue: SampleQueue, transport: Transport, *, url: str, fmt: WireFormat,
                  clock: Clock, log: logging.Logger, policy: UploadPolicy | None = None,
@@ -155,12 +248,25 @@ class Uploader:
         self.last_success_wall: float | None = None
         self.last_error: str | None = None
         self.last_status: int | None = None
+        # A destination refusing uploads as such (not a sample): why, how often in a row, and
+        # when to try again (monotonic). Health reports ``refusing`` while it lasts.
+        self.refusing: str | None = None
+        self.refused_total = 0
+        self.hold_until: float | None = None
+        self._look_deeper = False
+        # Identical warnings (a destination refusing every request) once, then a count a minute.
+        self.warnings = RepeatLimiter(clock.monotonic)
 
     # -- the cycle -------------------------------------------------------------------
     def run_cycle(self, deadline: float | None = None) -> CycleResult:
         """Send pending rows until none are left, a chunk fails for now, or ``deadline``
         (monotonic) passes."""
         result = CycleResult()
+        if deadline is None and self.hold_until is not None and self.clock.monotonic() < self.hold_until:
+            # Backing off from a destination that refused the last request as such.
+            result.error = self.last_error
+            return result
+        self.hold_until = None
         while result.batches < self.policy.max_batches_per_cycle and not self._past(deadline):
             claims = self.queue.next_claims(self.destination, self.policy.max_samples,
                                             newest_first=self.policy.newest_first, lanes=self.lanes())
@@ -174,9 +280,10 @@ class Uploader:
             result.acknowledged += delivery.resolved
             result.dead += len(delivery.dead)
             self.dead_total += len(delivery.dead)
-            for row, reason in delivery.dead[:5]:
-                event(self.log, logging.WARNING, "sample moved to dead letters", metric=row.sample.name,
-                      timestamp_ms=row.ts, reason=reason)
+            for row, reason in delivery.dead:
+                self.warnings.log(self.log, logging.WARNING, f"dead letter:{reason[:120]}",
+                                  "sample moved to dead letters", metric=row.sample.name,
+                                  timestamp_ms=row.ts, reason=reason)
             if delivery.error is not None:
                 result.error = delivery.error
                 break
@@ -207,12 +314,6 @@ class Uploader:
             elif row.sample.value is not None:
                 send_index.append(index)
         delivery = self._deliver([rows[i] for i in send_index], deadline)
-        if len(send_index) > 1 and delivery.accepted == 0 and len(delivery.dead) == len(send_index):
-            # Every sample refused one by one: that is the destination refusing this agent
-            # (a proxy's auth or routing), not poison data. Keep everything queued.
-            reason = delivery.dead[0][1]
-            self.last_error = f"destination refuses every sample ({reason}); check remote.url and the token"
-            return _Delivery(error=self.last_error)
         # Map the resolved prefix of the sent rows back onto the claim's rows.
         if delivery.resolved == len(send_index):
             resolved = len(rows)
@@ -224,40 +325,143 @@ class Uploader:
         return _Delivery(resolved, skipped + delivery.dead, delivery.accepted, delivery.error)
 
     def _deliver(self, rows: Sequence[Row], deadline: float | None) -> _Delivery:
-        """Deliver ``rows`` in order; bisect when too large or when refused as poison."""
+        """Deliver ``rows`` in order. A request too large is split; one refused as bad
+        content is bisected, within a budget, to find the sample the destination refuses.
+
+        A sample becomes a dead letter only on the destination's own word about it: the
+        error names it (metrics-receiver's ``metrics[i]: ...``), or its refusal is bracketed
+        by acceptances of its siblings (a 2xx before and after it, or it was refused, a
+        sibling accepted, and it was refused again). A destination that refuses everything
+        for a while (a proxy restarting, a misrouted vmauth) never produces that pattern
+        across one edge of its window, so valid samples stay queued."""
         if not rows:
             return _Delivery()
-        samples = [r.sample for r in rows]
-        body = self.fmt.body(samples, int(self.clock.wall() * 1000))
-        limit = self.policy.max_bytes if self.budget is None else min(self.policy.max_bytes,
-                                                                        self.budget.max_request_bytes())
-        if len(body) > limit and len(rows) > 1:
-            return self._bisect(rows, deadline)
-        response, error = self._post(body, len(rows), deadline)
-        if response is None:
-            return _Delivery(error=error)
-        if 200 <= response.status < 300:
-            accepted = accepted_count(response, len(rows))
-            if accepted < len(rows):
-                self.partial_total += 1
-            if accepted == 0:
-                return _Delivery(error=f"destination accepted 0 of {len(rows)} samples")
-            return _Delivery(resolved=accepted, accepted=accepted)
-        if response.status in POISON_STATUSES or response.status == 413:
-            if len(rows) > 1:
-                return self._bisect(rows, deadline)
-            reason = f"HTTP {response.status}: {response.body[:200].decode('utf-8', 'replace')}"
-            return _Delivery(resolved=1, dead=[(rows[0], reason)])
-        return _Delivery(error=error or f"HTTP {response.status}")
+        run = _Bisection(rows, self.policy.bisect_max_requests or 2 * math.ceil(math.log2(max(2, len(rows)))) + 2)
+        # After a cycle stopped on "both halves refused alike", the next one looks deeper:
+        # bad samples in both halves (one series the destination refuses) look the same at
+        # first, and only a search finding accepted parts tells them from a refusing proxy.
+        run.deep, self._look_deeper = self._look_deeper, False
+        stop = self._range(run, 0, len(rows), 0, deadline)
+        resolved, dead, error = 0, [], stop.error if stop is not None else None
+        for index, outcome in enumerate(run.outcome):
+            if outcome is _ACCEPTED:
+                resolved = index + 1
+                continue
+            if isinstance(outcome, _Refused):
+                if not outcome.named and not run.proven(outcome) and (stop is None or stop.budget):
+                    outcome = self._confirm(run, index, outcome, deadline)
+                    if outcome is _ACCEPTED:
+                        resolved = index + 1
+                        continue
+                if isinstance(outcome, _Refused) and (outcome.named or run.proven(outcome)):
+                    dead.append((rows[index], outcome.reason))
+                    resolved = index + 1
+                    continue
+                if error is None:
+                    assert isinstance(outcome, _Refused)
+                    if not run.accept_seqs:
+                        error = self._refused_by_destination(outcome.reason + " (nothing accepted)")
+                    else:
+                        error = (f"destination refused a sample without naming it or accepting its "
+                                 f"neighbours ({outcome.reason}); samples stay queued")
+            break
+        if error is not None and resolved < len(rows):
+            self.last_error = error
+        return _Delivery(resolved, dead, run.accepted, error)
 
-    def _bisect(self, rows: Sequence[Row], deadline: float | None) -> _Delivery:
-        middle = len(rows) // 2
-        left = self._deliver(rows[:middle], deadline)
-        if left.error is not None or left.resolved < middle:
-            return left
-        right = self._deliver(rows[middle:], deadline)
-        return _Delivery(middle + right.resolved, left.dead + right.dead, left.accepted + right.accepted,
-                         right.error)
+    def _confirm(self, run: _Bisection, index: int, refused: _Refused, deadline: float | None) -> object:
+        """Send a suspect sample once more when a sibling was accepted after its refusal:
+        refused again, the pattern refused-accepted-refused proves it; accepted, the first
+        refusal was the destination's, not the sample's."""
+        if not any(seq > refused.seq for seq in run.accept_seqs) or run.requests > run.max_requests:
+            return refused
+        run.max_requests += 1  # the budget keeps one request for this
+        stop = self._range(run, index, index + 1, 1, deadline)
+        outcome = run.outcome[index]
+        if stop is not None or not isinstance(outcome, _Refused) or outcome.seq == refused.seq:
+            return outcome if outcome is _ACCEPTED else refused
+        return _Refused(refused.seq, outcome.reason, confirmed=True)
+
+    def _range(self, run: _Bisection, lo: int, hi: int, depth: int, deadline: float | None,
+               known: tuple[int, Response] | None = None, probe: bool = False) -> _Stop | None:
+        """Send rows[lo:hi] (or use the ``known`` refusal of exactly that range) and, when the
+        destination refuses the content, bisect it. Records each row's outcome in ``run``.
+        Returns a _Stop when this cycle must not go on (rows stay queued); with ``probe``, a
+        refusal of the content is returned as a _Probe instead of being bisected."""
+        rows = run.rows[lo:hi]
+        if known is None:
+            body = self.fmt.body([r.sample for r in rows], int(self.clock.wall() * 1000))
+            if len(body) > self.policy.max_bytes and len(rows) > 1 and not probe:
+                middle = lo + len(rows) // 2  # a size split: not a refusal, no budget spent
+                return self._range(run, lo, middle, depth, deadline) or self._range(run, middle, hi, depth, deadline)
+            if depth > 0:
+                if run.exhausted():
+                    return _Stop(budget=True, error=f"bisection budget spent ({run.requests} requests, {run.bytes} bytes this "
+                                 "cycle); the rest stays queued for the next cycle")
+                run.requests += 1
+                run.bytes += len(body)
+            response, error = self._post(body, len(rows), deadline)
+            if response is None:
+                return _Stop(error)
+            seq = run.next_seq()
+            if 200 <= response.status < 300:
+                accepted = accepted_count(response, len(rows))
+                if accepted < len(rows):
+                    self.partial_total += 1
+                if accepted == 0:
+                    return _Stop(f"destination accepted 0 of {len(rows)} samples")
+                run.accept(lo, lo + accepted, seq)
+                return _Stop(None) if accepted < len(rows) else None
+            if depth == 0:
+                # Each request repeats what does not halve (gzip framing, series names): 1 KiB each.
+                run.budget_bytes = 4 * len(body) + 1024 * run.max_requests
+            known = (seq, response)
+        seq, response = known
+        kind, named = refusal_kind(response, self.fmt.name)
+        reason = f"HTTP {response.status}: {response.body[:200].decode('utf-8', 'replace')}"
+        if kind == "destination":
+            return _Stop(self._refused_by_destination(reason))
+        if probe:
+            return _Probe(None, known=known)
+        if named is not None and named < len(rows):
+            run.outcome[lo + named] = _Refused(seq, reason, named=True)
+            return (self._range(run, lo, lo + named, depth + 1, deadline)
+                    or self._range(run, lo + named + 1, hi, depth + 1, deadline))
+        if len(rows) == 1:
+            run.outcome[lo] = _Refused(seq, reason)
+            return None
+        middle = lo + len(rows) // 2
+        if depth == 0 and not run.accept_seqs and not run.deep and response.status != 413:
+            # Both halves refused alike before anything was accepted: the destination
+            # refuses everything, not one sample. Stop at once instead of bisecting.
+            stop = self._range(run, lo, middle, depth + 1, deadline, probe=True)
+            if isinstance(stop, _Probe):
+                left = stop.known
+                right_stop = self._range(run, middle, hi, depth + 1, deadline, probe=True)
+                if isinstance(right_stop, _Probe):
+                    if right_stop.known[1].body == left[1].body:
+                        self._look_deeper = True
+                        return _Stop(self._refused_by_destination(reason + " (both halves refused alike)"))
+                    return (self._range(run, lo, middle, depth + 1, deadline, known=left)
+                            or self._range(run, middle, hi, depth + 1, deadline, known=right_stop.known))
+                if right_stop is not None:
+                    return right_stop
+                return self._range(run, lo, middle, depth + 1, deadline, known=left)
+            if stop is not None:
+                return stop
+            return self._range(run, middle, hi, depth + 1, deadline)
+        return (self._range(run, lo, middle, depth + 1, deadline)
+                or self._range(run, middle, hi, depth + 1, deadline))
+
+    def _refused_by_destination(self, reason: str) -> str:
+        self.refused_total += 1
+        self.refusing = reason
+        self.hold_until = self.clock.monotonic() + backoff_delay(
+            min(self.refused_total, 16), base=self.policy.backoff_base, maximum=self.policy.backoff_max,
+            jitter=self.policy.jitter, rng=self.rng)
+        self.last_error = (f"destination refuses uploads, not a sample ({reason}); samples stay queued: "
+                           "check remote.url, any proxy in front of it and the token")
+        return self.last_error
 
     def _post(self, body: bytes, count: int, deadline: float | None) -> tuple[Response | None, str | None]:
         """POST with retries. Returns (response, None) for any final HTTP answer (2xx or a
@@ -295,6 +499,8 @@ class Uploader:
                     self.uploaded_total += accepted_count(response, count)
                     self.last_success_wall = self.clock.wall()
                     self.last_error = None
+                    self.refusing = None
+                    self.refused_total = 0
                     event(self.log, logging.INFO, "uploaded", **fields)
                     return response, None
                 detail = response.body[:200].decode("utf-8", "replace")
@@ -345,5 +551,5 @@ class Uploader:
     def _failed(self, error: str, error_type: str, fields: dict[str, object]) -> None:
         self.failures_total += 1
         self.last_error = error
-        event(self.log, logging.WARNING, "upload failed; samples stay queued", error=error,
-              error_type=error_type, **fields)
+        self.warnings.log(self.log, logging.WARNING, f"upload failed:{error[:200]}",
+                          "upload failed; samples stay queued", error=error, error_type=error_type, **fields)
