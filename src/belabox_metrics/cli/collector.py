@@ -61,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="skip samples newer than this: VictoriaMetrics makes fresh rows searchable "
                              "with a delay (default 30s, like its -search.latencyOffset)")
 
-    from belabox_metrics.cli import dev
+    from belabox_metrics.cli import deadletters, dev
 
+    deadletters.add_parser(sub, config_help)
     dev.add_parser(sub)
     return parser
 
@@ -99,6 +100,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return status(settings, args.window)
     if command == "verify":
         return verify(settings, args.since, args.settle)
+    if command == "dead-letters":
+        from belabox_metrics.cli import deadletters
+
+        return deadletters.main(settings, args)
     return run(settings)
 
 

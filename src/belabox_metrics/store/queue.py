@@ -105,6 +105,14 @@ class UploadState:
         return max(self.mark, self.fresh_hi or NO_KEY)
 
 
+class DeadLetter(NamedTuple):
+    id: int
+    destination: str
+    row: Row
+    reason: str
+    created_at_ms: int
+
+
 @dataclass(frozen=True)
 class QueueStats:
     samples: int  # -1 when not counted (stats(totals=False))
@@ -673,6 +681,55 @@ class SampleQueue:
             params = (destination,)
         return [(self._row(ts, sid, value), str(reason))
                 for ts, sid, value, reason in self.conn.execute(query + " ORDER BY id", params)]
+
+    def dead_letter_entries(self, destination: str | None = None, since_ms: int | None = None,
+                            metric: str | None = None) -> list[DeadLetter]:
+        """Dead letters with their id, destination and when they were set aside, oldest first."""
+        where, params = self._dead_filter(destination, since_ms, metric)
+        return [DeadLetter(int(i), str(dest), self._row(ts, sid, value), str(reason), int(created))
+                for i, dest, ts, sid, value, reason, created in self.conn.execute(
+                    "SELECT id, destination, ts, series_id, value, reason, created_at_ms FROM dead_letters"
+                    f"{where} ORDER BY id", params)]
+
+    @staticmethod
+    def _dead_filter(destination: str | None, since_ms: int | None,
+                     metric: str | None) -> tuple[str, tuple[object, ...]]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if destination is not None:
+            clauses.append("destination = ?")
+            params.append(destination)
+        if since_ms is not None:
+            clauses.append("created_at_ms >= ?")
+            params.append(since_ms)
+        if metric is not None:
+            clauses.append("series_id IN (SELECT id FROM series WHERE name = ?)")
+            params.append(metric)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+    def requeue_dead_letters(self, destination: str, since_ms: int | None = None,
+                             metric: str | None = None) -> int:
+        """Move ``destination``'s dead letters (those set aside since ``since_ms``, of
+        ``metric``) back into its queue, in one transaction: each is sent again exactly once,
+        as a late sample (ahead of the rest, in key order), and leaves the dead-letter table.
+        Safe while the agent runs: the upload thread reads late samples every claim. A
+        sample deleted meanwhile (retention) is stored again from the dead letter's copy."""
+        where, params = self._dead_filter(destination, since_ms, metric)
+        with self._write():
+            entries = self.conn.execute(
+                f"SELECT id, ts, series_id, value FROM dead_letters{where} ORDER BY id", params).fetchall()
+            if not entries:
+                return 0
+            self.conn.executemany("INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)",
+                                  [(ts, sid, value) for _, ts, sid, value in entries])
+            states = self.lane_states(destination)
+            # Only keys the destination's progress counts as sent need the late list; any
+            # other is still pending and goes with its lane (never twice).
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)",
+                [(destination, ts, sid) for _, ts, sid, _ in entries if self.is_sent(destination, (ts, sid), states)])
+            self.conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i, *_ in entries])
+        return len(entries)
 
     def stats(self, destination: str, *, totals: bool = True) -> QueueStats:
         """Queue figures. ``totals=False`` skips counting every stored sample (a full scan):

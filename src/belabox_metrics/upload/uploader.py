@@ -139,7 +139,6 @@ class _Refused:
     seq: int                 # when (the request's sequence number in this bisection)
     reason: str
     named: bool = False      # the destination's error names this sample
-    confirmed: bool = False  # refused, a sibling accepted, refused again
 
 
 @dataclass
@@ -163,6 +162,7 @@ class _Bisection:
         self.max_requests = max_requests
         self.budget_bytes = 0  # set from the first refused request's size
         self.deep = False
+        self.settled = False  # _settle spent its three requests
         self.requests = 0
         self.bytes = 0
         self.accepted = 0
@@ -179,9 +179,9 @@ class _Bisection:
         self.accept_seqs.append(seq)
 
     def proven(self, refused: _Refused) -> bool:
-        """The destination accepted siblings both before and after refusing this sample."""
-        return refused.confirmed or (any(s < refused.seq for s in self.accept_seqs)
-                                     and any(s > refused.seq for s in self.accept_seqs))
+        """The request just before this sample's refusal and the one just after were
+        accepted: the destination refused it while accepting its siblings."""
+        return refused.seq - 1 in self.accept_seqs and refused.seq + 1 in self.accept_seqs
 
     def exhausted(self) -> bool:
         return self.requests >= self.max_requests or (0 < self.budget_bytes <= self.bytes)
@@ -329,11 +329,11 @@ class Uploader:
         content is bisected, within a budget, to find the sample the destination refuses.
 
         A sample becomes a dead letter only on the destination's own word about it: the
-        error names it (metrics-receiver's ``metrics[i]: ...``), or its refusal is bracketed
-        by acceptances of its siblings (a 2xx before and after it, or it was refused, a
-        sibling accepted, and it was refused again). A destination that refuses everything
-        for a while (a proxy restarting, a misrouted vmauth) never produces that pattern
-        across one edge of its window, so valid samples stay queued."""
+        error names it (metrics-receiver's ``metrics[i]: ...``), or it was refused alone
+        between two back-to-back acceptances of a sibling (accepted, refused, accepted, in
+        consecutive requests). A destination that refuses everything for a while (a proxy
+        restarting, a misrouted vmauth) cannot produce that unless its whole window fits in
+        one round trip around that one request, so valid samples stay queued."""
         if not rows:
             return _Delivery()
         run = _Bisection(rows, self.policy.bisect_max_requests or 2 * math.ceil(math.log2(max(2, len(rows)))) + 2)
@@ -349,7 +349,8 @@ class Uploader:
                 continue
             if isinstance(outcome, _Refused):
                 if not outcome.named and not run.proven(outcome) and (stop is None or stop.budget):
-                    outcome = self._confirm(run, index, outcome, deadline)
+                    stop = None
+                    outcome = self._settle(run, index, outcome, deadline)
                     if outcome is _ACCEPTED:
                         resolved = index + 1
                         continue
@@ -369,18 +370,27 @@ class Uploader:
             self.last_error = error
         return _Delivery(resolved, dead, run.accepted, error)
 
-    def _confirm(self, run: _Bisection, index: int, refused: _Refused, deadline: float | None) -> object:
-        """Send a suspect sample once more when a sibling was accepted after its refusal:
-        refused again, the pattern refused-accepted-refused proves it; accepted, the first
-        refusal was the destination's, not the sample's."""
-        if not any(seq > refused.seq for seq in run.accept_seqs) or run.requests > run.max_requests:
+    def _settle(self, run: _Bisection, index: int, refused: _Refused, deadline: float | None) -> object:
+        """Prove or clear a suspect with three consecutive requests: an accepted neighbour
+        again (a duplicate the deduplicating destination drops), the suspect, the neighbour
+        once more. Accepted-refused-accepted, back to back, is the destination refusing that
+        sample while it accepts its sibling: a blanket refusal would have to begin and end
+        within one round trip, around exactly that request. The suspect accepted: it was
+        the destination's refusal, not the sample's. At most three requests beyond the
+        budget, once a cycle."""
+        neighbour = next((i for i in range(index - 1, -1, -1) if run.outcome[i] is _ACCEPTED),
+                         next((i for i in range(index + 1, len(run.outcome)) if run.outcome[i] is _ACCEPTED), None))
+        if run.settled or neighbour is None:
             return refused
-        run.max_requests += 1  # the budget keeps one request for this
-        stop = self._range(run, index, index + 1, 1, deadline)
+        run.settled = True
+        run.max_requests = max(run.max_requests, run.requests) + 3
+        for step in (neighbour, index, neighbour):
+            if self._range(run, step, step + 1, 1, deadline) is not None:
+                return refused  # no answer, or the destination refusing as such: stop here
         outcome = run.outcome[index]
-        if stop is not None or not isinstance(outcome, _Refused) or outcome.seq == refused.seq:
-            return outcome if outcome is _ACCEPTED else refused
-        return _Refused(refused.seq, outcome.reason, confirmed=True)
+        if outcome is _ACCEPTED:
+            return outcome
+        return outcome if isinstance(outcome, _Refused) and run.proven(outcome) else refused
 
     def _range(self, run: _Bisection, lo: int, hi: int, depth: int, deadline: float | None,
                known: tuple[int, Response] | None = None, probe: bool = False) -> _Stop | None:
