@@ -496,6 +496,7 @@ class Agent:
             upload_enabled=self.settings.remote.enabled, upload_interval=self.settings.remote.interval,
             destination=self.destination, last_upload_wall=up.last_success_wall if up else None,
             last_upload_error=up.last_error if up else None,
+            upload_refused=up.refusing if up else None,
             pending=stats.pending if stats else 0, oldest_pending_ms=stats.oldest_pending_ms if stats else None,
             dead_letters=stats.dead_letters if stats else 0, db_bytes=stats.db_bytes if stats else 0,
             wal_bytes=stats.wal_bytes if stats else 0,

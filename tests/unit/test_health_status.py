@@ -92,3 +92,12 @@ def test_json_shape_and_rfc3339() -> None:
     assert uploader["last_success"] == "2023-11-14T22:14:55.000Z" and uploader["pending"] == 50
     storage = doc["components"]["storage"]  # type: ignore[index]
     assert storage["db_bytes"] == 4096 and "wal_bytes" in storage
+
+
+def test_a_destination_refusing_uploads_is_not_ok_even_just_after_a_success() -> None:
+    refused = "HTTP 400: <html><head><title>400 The plain HTTP request was sent to HTTPS port"
+    doc = evaluate(snap(upload_refused=refused, last_upload_error="destination refuses uploads ..."), LIMITS)
+    uploader = doc["components"]["uploader"]  # type: ignore[index]
+    assert doc["status"] == "degraded" and uploader["status"] == "degraded"
+    assert "destination refuses uploads" in uploader["reason"] and "plain HTTP" in uploader["reason"]
+    assert status(upload_refused=refused, pending=0) == "ok"  # nothing waiting: nothing refused

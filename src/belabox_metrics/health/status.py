@@ -60,6 +60,8 @@ class Snapshot:
     skew_ms: float | None
     skew_url: str | None
     unstored: int = 0               # samples held in memory because the database cannot be written
+    # The destination refuses uploads as such (an HTML 400, a proxy's answer): why.
+    upload_refused: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -114,6 +116,10 @@ def evaluate(snap: Snapshot, limits: Thresholds) -> dict[str, object]:
             upload_status = worst(upload_status, DEGRADED)
             if upload_status == DEGRADED and not stale:
                 upload_reason = f"{snap.pending} samples pending"
+        if snap.upload_refused is not None and upload_status == OK:
+            # Valid samples are being refused: not "ok", even while a recent success (just
+            # before the refusals began) keeps the staleness rule quiet.
+            upload_status, upload_reason = DEGRADED, f"destination refuses uploads: {snap.upload_refused}"
 
     time_status, time_reason = OK, snap.clock_reason
     if not snap.clock_trusted:

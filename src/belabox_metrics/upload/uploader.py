@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from belabox_metrics.clock import Clock
-from belabox_metrics.logs import RepeatLimiter, event, redact_url
+from belabox_metrics.logs import RepeatLimiter, event, mask_secrets, redact_url
 from belabox_metrics.model import Sample
 from belabox_metrics.sdnotify import Heartbeat
 from belabox_metrics.selfmetrics import Histogram
@@ -464,6 +464,7 @@ class Uploader:
                 or self._range(run, middle, hi, depth + 1, deadline))
 
     def _refused_by_destination(self, reason: str) -> str:
+        reason = mask_secrets(reason)  # VictoriaMetrics echoes the request URI, query included
         self.refused_total += 1
         self.refusing = reason
         self.hold_until = self.clock.monotonic() + backoff_delay(
