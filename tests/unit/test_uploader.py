@@ -452,7 +452,9 @@ def test_blanket_nginx_400_is_one_request_per_cycle_no_dead_letters_and_backs_of
 
 def test_halves_refused_alike_is_the_destination_not_a_sample(queue: SampleQueue) -> None:
     fill(queue, 64)
-    transport = ScriptedTransport(*[Response(400, {}, VM_REFUSAL)] * 1000)
+    # Alike but for the client port VictoriaMetrics names (a new connection per request).
+    transport = ScriptedTransport(*[Response(400, {}, VM_REFUSAL.replace(b":41202", f":{40000 + i}".encode()))
+                                    for i in range(1000)])
     result = make(queue, transport, max_samples=64).run_cycle()
     assert len(transport.requests) == 3  # the batch, then each half: refused alike, stop
     assert queue.dead_letters() == [] and pending(queue) == 64

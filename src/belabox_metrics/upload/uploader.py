@@ -47,6 +47,7 @@ _NEVER = threading.Event()
 REQUEST_REFUSALS = (b"cannot find the provided auth token", b"missing route for")
 # How VictoriaMetrics words an error (lib/httpserver: `remoteAddr: %q; requestURI: %s; %s`).
 VM_ERROR_PREFIX = b'remoteAddr: "'
+VM_REMOTE_ADDR = re.compile(rb'^remoteAddr: "[^"]*"; ')
 # metrics-receiver names the refused item of a batch: "metrics[3].value: must be ...".
 RECEIVER_NAMED = re.compile(r"metrics\[(\d+)\]")
 
@@ -185,6 +186,11 @@ class _Bisection:
 
     def exhausted(self) -> bool:
         return self.requests >= self.max_requests or (0 < self.budget_bytes <= self.bytes)
+
+
+def refusal_text(response: Response) -> bytes:
+    """A refusal's words without what differs per connection (VictoriaMetrics' remoteAddr)."""
+    return VM_REMOTE_ADDR.sub(b"", response.body.strip(), count=1)
 
 
 def refusal_kind(response: Response, fmt_name: str) -> tuple[str, int | None]:
@@ -449,7 +455,7 @@ class Uploader:
                 left = stop.known
                 right_stop = self._range(run, middle, hi, depth + 1, deadline, probe=True)
                 if isinstance(right_stop, _Probe):
-                    if right_stop.known[1].body == left[1].body:
+                    if refusal_text(right_stop.known[1]) == refusal_text(left[1]):
                         self._look_deeper = True
                         return _Stop(self._refused_by_destination(reason + " (both halves refused alike)"))
                     return (self._range(run, lo, middle, depth + 1, deadline, known=left)
