@@ -565,6 +565,12 @@ class Agent:
                        [((), float(up.dead_total))]),
                 Family("uploader.bytes_sent_total", "counter", "Compressed request bytes sent.",
                        [((), float(up.bytes_sent_total))]),
+                Family("uploader.destination_refusals_total", "counter",
+                       "Requests the destination refused as such (not about samples); data kept queued.",
+                       [((), float(up.refusals_total))]),
+                Family("uploader.bisect_requests_total", "counter",
+                       "Requests spent isolating a sample the destination refused (bounded per cycle).",
+                       [((), float(up.bisect_requests_total))]),
                 Family("uploader.upload_duration_seconds", "histogram", "Time one upload request took.",
                        histograms=[((), up.duration)]),
             ]

@@ -448,6 +448,7 @@ def test_blanket_nginx_400_is_one_request_per_cycle_no_dead_letters_and_backs_of
     assert queue.dead_letters() == [] and pending(queue) == 78
     assert "destination refuses uploads" in (result.error or "") and "plain HTTP request" in (result.error or "")
     assert up.refusing is not None and "plain HTTP request" in up.refusing
+    assert up.refusals_total == sum(per_cycle) and up.bisect_requests_total == 0
 
 
 def test_halves_refused_alike_is_the_destination_not_a_sample(queue: SampleQueue) -> None:
@@ -464,12 +465,14 @@ def test_halves_refused_alike_is_the_destination_not_a_sample(queue: SampleQueue
 def test_vm_per_line_refusal_dead_letters_only_that_sample_within_budget(queue: SampleQueue) -> None:
     fill(queue, 100)
     transport = ScriptedTransport(refuse={37.0})
-    result = make(queue, transport, max_samples=100).run_cycle()
+    up = make(queue, transport, max_samples=100)
+    result = up.run_cycle()
     dead = queue.dead_letters()
     assert [r.sample.value for r, _ in dead] == [37.0] and "too long line" in dead[0][1]
     assert result.dead == 1 and pending(queue) == 0
     assert sorted(set(transport.values()) - {37.0}) == [float(i) for i in range(100) if i != 37]
     assert len(transport.requests) <= 1 + 2 * 7 + 2 + 3  # the batch, the budget, three to settle
+    assert up.bisect_requests_total == len(transport.requests) - 1 and up.refusals_total == 0
 
 
 def test_bisection_budget_bounds_requests_and_the_rest_waits(queue: SampleQueue) -> None:

@@ -257,7 +257,9 @@ class Uploader:
         # A destination refusing uploads as such (not a sample): why, how often in a row, and
         # when to try again (monotonic). Health reports ``refusing`` while it lasts.
         self.refusing: str | None = None
-        self.refused_total = 0
+        self.refused_total = 0          # in a row (reset by a 2xx): sets the backoff
+        self.refusals_total = 0         # ever: a self-metric
+        self.bisect_requests_total = 0  # requests spent isolating refused samples
         self.hold_until: float | None = None
         self._look_deeper = False
         # Identical warnings (a destination refusing every request) once, then a count a minute.
@@ -416,6 +418,7 @@ class Uploader:
                                  "cycle); the rest stays queued for the next cycle")
                 run.requests += 1
                 run.bytes += len(body)
+                self.bisect_requests_total += 1
             response, error = self._post(body, len(rows), deadline)
             if response is None:
                 return _Stop(error)
@@ -472,6 +475,7 @@ class Uploader:
     def _refused_by_destination(self, reason: str) -> str:
         reason = mask_secrets(reason)  # VictoriaMetrics echoes the request URI, query included
         self.refused_total += 1
+        self.refusals_total += 1
         self.refusing = reason
         self.hold_until = self.clock.monotonic() + backoff_delay(
             min(self.refused_total, 16), base=self.policy.backoff_base, maximum=self.policy.backoff_max,
