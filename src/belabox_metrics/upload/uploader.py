@@ -409,7 +409,10 @@ class Uploader:
         rows = run.rows[lo:hi]
         if known is None:
             body = self.fmt.body([r.sample for r in rows], int(self.clock.wall() * 1000))
-            if len(body) > self.policy.max_bytes and len(rows) > 1 and not probe:
+            # Requests while a stream is live must also fit the bandwidth budget's bucket.
+            limit = self.policy.max_bytes if self.budget is None else min(self.policy.max_bytes,
+                                                                            self.budget.max_request_bytes())
+            if len(body) > limit and len(rows) > 1 and not probe:
                 middle = lo + len(rows) // 2  # a size split: not a refusal, no budget spent
                 return self._range(run, lo, middle, depth, deadline) or self._range(run, middle, hi, depth, deadline)
             if depth > 0:
