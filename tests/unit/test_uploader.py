@@ -573,3 +573,22 @@ def test_identical_warnings_are_written_once_then_counted_each_minute(queue: Sam
     assert len(transport.requests) == 100
     assert len(failures) == 2  # the first, then one a minute later with the count
     assert vars(failures[1])["fields"]["repeated"] == 59
+
+
+@pytest.mark.parametrize("answer", [Response(401, {}, b"Unauthorized"), Response(404, {}, b"404 page not found")],
+                         ids=["401", "404"])
+def test_a_refused_request_backs_off_and_shows_as_refusing(queue: SampleQueue, answer: Response) -> None:
+    fill(queue, 5)
+    clock = FakeClock(wall=NOW)
+    transport = ScriptedTransport(*[answer] * 100)
+    up = make(queue, transport, clock, backoff_base=10.0, backoff_max=60.0, jitter=0.0)
+    first = up.run_cycle()
+    assert f"HTTP {answer.status}" in (first.error or "") and up.refusing is not None
+    clock.advance(5.0)
+    assert up.run_cycle().error == up.last_error and len(transport.requests) == 1  # held: no request
+    clock.advance(10.0)
+    up.run_cycle()
+    assert len(transport.requests) == 2 and pending(queue) == 5 and queue.dead_letters() == []
+    up.transport = ScriptedTransport()  # fixed
+    clock.advance(60.0)
+    assert up.run_cycle().acknowledged == 5 and up.refusing is None and up.last_error is None

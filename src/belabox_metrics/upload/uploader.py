@@ -531,11 +531,16 @@ class Uploader:
                 error, error_type = f"HTTP {response.status}: {detail}", "http"
                 if response.status not in RETRY_STATUSES:
                     self._failed(error, error_type, fields)
-                    if response.status in (401, 403) or (
-                            response.status == 400 and response.body.lstrip().startswith(REQUEST_REFUSALS)):
+                    if ((response.status in POISON_STATUSES or response.status == 413)
+                            and not response.body.lstrip().startswith(REQUEST_REFUSALS)):
+                        return response, error  # maybe about the samples: the caller judges
+                    # 401/403, a vmauth refusal, 404, 405, ...: the destination refuses the
+                    # request itself. Keep the data, back off, and say so in /health.
+                    self._refused_by_destination(error)
+                    if response.status in (401, 403, 400):
+                        self.last_error = error
                         return None, f"authentication refused ({error}); samples stay queued"
-                    if response.status in POISON_STATUSES or response.status == 413:
-                        return response, error
+                    self.last_error = error
                     return None, error
                 retry_after = parse_retry_after(response.header("Retry-After"), self.clock.wall())
             self._failed(error, error_type, fields)
