@@ -37,6 +37,51 @@ def test_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
     ProcessLock(db).acquire()
 
 
+def other_names(tmp_path: Path, db: Path) -> dict[str, str]:
+    """Every other way to name the same database file."""
+    (tmp_path / "link-dir").mkdir()
+    (tmp_path / "link-dir" / "m.db").symlink_to(db)
+    (tmp_path / "hard").mkdir()
+    os.link(db, tmp_path / "hard" / "copy.db")
+    return {"symlink": str(tmp_path / "link-dir" / "m.db"), "dot": f"{tmp_path}/./data/m.db",
+            "dotdot": f"{tmp_path}/data/../data/m.db", "hard link": str(tmp_path / "hard" / "copy.db")}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the database file itself is flocked on Linux")
+def test_a_second_lock_through_any_other_name_of_the_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    db = tmp_path / "data" / "m.db"
+    db.write_bytes(b"")
+    names = other_names(tmp_path, db)
+    with ProcessLock(str(db)):
+        for how, name in names.items():
+            with pytest.raises(AlreadyRunning):
+                ProcessLock(name).acquire()
+                pytest.fail(f"a second lock through a {how} was granted")
+    for name in names.values():  # released: each name locks again
+        with ProcessLock(name):
+            pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the database file itself is flocked on Linux")
+def test_a_database_created_after_the_lock_is_locked_once_held(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    db = tmp_path / "data" / "m.db"
+    with ProcessLock(str(db)) as first:
+        db.write_bytes(b"")  # the agent creates the database after taking the lock
+        first.hold_database()
+        os.link(db, tmp_path / "copy.db")
+        with pytest.raises(AlreadyRunning):
+            ProcessLock(str(tmp_path / "copy.db")).acquire()
+        # Quarantine moves a corrupt file aside and a fresh one takes its place.
+        os.rename(db, tmp_path / "data" / "m.db.corrupt")
+        db.write_bytes(b"")
+        first.hold_database()
+        os.link(db, tmp_path / "copy2.db")
+        with pytest.raises(AlreadyRunning):
+            ProcessLock(str(tmp_path / "copy2.db")).acquire()
+
+
 def test_json_log_lines_carry_fields_and_mask_secrets() -> None:
     stream = io.StringIO()
     log = logs.setup("debug", "json", stream)

@@ -263,6 +263,10 @@ def run(settings: Settings, stop_after: float | None = None) -> int:
 
             quarantine_if_corrupt(settings.storage.path, logs.get("storage"), salvage_into=salvage_into)
             SampleQueue.open(settings.storage.path).close()
+            lock.hold_database()  # created now (or replaced by a fresh one): lock that file too
+        except AlreadyRunning as exc:
+            print(f"metrics-collector: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         except (SchemaError, sqlite3.Error, OSError) as exc:
             print(f"metrics-collector: cannot open database {settings.storage.path}: {exc}",
                   file=sys.stderr)
