@@ -28,7 +28,7 @@ from belabox_metrics.config import Settings, parse_listen
 from belabox_metrics.health.server import HealthServer
 from belabox_metrics.health.status import CollectorState, Snapshot, Thresholds, evaluate
 from belabox_metrics.liveness import StreamLiveness
-from belabox_metrics.logs import event, get, redact_url
+from belabox_metrics.logs import event, foreign_text, get, redact_url
 from belabox_metrics.model import Sample, make_labels
 from belabox_metrics.priority import CLASS_NAMES, classifier
 from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
@@ -130,7 +130,7 @@ class CollectionLoop:
             samples = metric.collector.collect(now_ms)
         except Exception as exc:  # a failing collector must never stop the others
             metric.failures += 1
-            metric.last_error = f"{type(exc).__name__}: {exc}"
+            metric.last_error = foreign_text(f"{type(exc).__name__}: {exc}", 500)
             # Log the first failure and then every 60th, so a missing sensor does not
             # flood the journal once a second.
             if metric.failures == 1 or metric.failures % 60 == 0:

@@ -36,11 +36,39 @@ def mask_secrets(text: str) -> str:
     return _mask(text)
 
 
+def foreign_text(data: bytes | str, limit: int = 200) -> str:
+    """Text from elsewhere (an error body, an exception) fit to show on the agent's surfaces:
+    secrets masked over the whole text first, then cut to ``limit`` characters, so a cut
+    never leaves half a token unmasked (an auth proxy may echo the credential it refused)."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return _mask(text)[:limit]
+
+
 def _mask(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+class MaskingWriter:
+    """A text stream that masks the registered secrets in everything written to it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(_mask(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
 
 
 def redact_url(url: str) -> str:

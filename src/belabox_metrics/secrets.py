@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from typing import Any
 
 from belabox_metrics.logs import register_secret
 from belabox_metrics.validation import ConfigError
@@ -32,3 +34,28 @@ def read_secret_file(path: str, key: str) -> str:
         raise ConfigError(key, f"secret file {path} is empty", "write the token into it")
     register_secret(value)
     return value
+
+
+def configured_secret_files(settings: Any) -> Iterator[str]:
+    """Every secret file the config names: the remote token and each source's password,
+    token and API key files."""
+    if getattr(settings.remote, "token_file", None):
+        yield settings.remote.token_file
+    for metric in settings.metrics:
+        for source in getattr(metric.options, "sources", None) or ():
+            for attr in ("password_file", "token_file", "api_key_file"):
+                path = getattr(source.options, attr, None)
+                if isinstance(path, str) and path:
+                    yield path
+
+
+def register_configured_secrets(settings: Any) -> None:
+    """Register the configured secrets for masking in a command that only reads (status,
+    query, dead-letters): what it prints came from elsewhere (the agent's health, stored
+    text, error bodies) and must not show them. Files this user cannot read are skipped."""
+    for path in configured_secret_files(settings):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                register_secret(handle.read().strip())
+        except (OSError, UnicodeDecodeError):
+            continue

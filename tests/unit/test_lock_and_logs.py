@@ -109,3 +109,30 @@ def test_console_format() -> None:
 ])
 def test_redact_url(url: str, expected: str) -> None:
     assert logs.redact_url(url) == expected
+
+
+def test_foreign_text_masks_before_it_cuts() -> None:
+    token = "cut-token-0123456789abcdef"
+    logs.register_secret(token)
+    body = ("x" * 190 + f'auth token "Bearer {token}" is not valid here').encode()
+    shown = logs.foreign_text(body, 200)
+    assert "cut-token" not in shown and len(shown) <= 200  # a cut mid-token leaves no part of it
+    out = io.StringIO()
+    logs.MaskingWriter(out).write(f"last error: {token}\n")
+    assert token not in out.getvalue() and "***" in out.getvalue()
+
+
+def test_srt_source_secrets_are_masked_once_read(tmp_path: Path) -> None:
+    from belabox_metrics.collectors.srt.common import basic_authorization, read_secret_file
+
+    secret = tmp_path / "key"
+    secret.write_text("raw-api-key-5d1c\n")
+    secret.chmod(0o600)
+    read_secret_file(str(secret))
+    assert logs.mask_secrets("Authorization: raw-api-key-5d1c") == "Authorization: ***"
+    credentials = tmp_path / "cred"
+    credentials.write_text("streamer:pass-word-9z\n")
+    credentials.chmod(0o600)
+    header = basic_authorization(str(credentials))
+    assert header is not None
+    assert logs.mask_secrets(f"refused {header} (pass-word-9z)") == "refused Basic *** (***)"

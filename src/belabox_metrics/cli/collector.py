@@ -92,6 +92,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if command == "check-config":
         return check_config(settings)
+    if command in ("query", "status", "dead-letters"):
+        # They print text from elsewhere (the agent's health, stored text, refusal reasons):
+        # no configured secret may show, whatever an older version stored.
+        from belabox_metrics.secrets import register_configured_secrets
+
+        register_configured_secrets(settings)
+        sys.stdout = logs.MaskingWriter(sys.stdout)
     if command == "query":
         return query(settings, args.metric, args.last)
     if command == "status":

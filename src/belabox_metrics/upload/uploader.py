@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from belabox_metrics.clock import Clock
-from belabox_metrics.logs import RepeatLimiter, event, mask_secrets, redact_url
+from belabox_metrics.logs import RepeatLimiter, event, foreign_text, mask_secrets, redact_url
 from belabox_metrics.model import Sample
 from belabox_metrics.sdnotify import Heartbeat
 from belabox_metrics.selfmetrics import Histogram
@@ -440,7 +440,7 @@ class Uploader:
             known = (seq, response)
         seq, response = known
         kind, named = refusal_kind(response, self.fmt.name)
-        reason = f"HTTP {response.status}: {response.body[:200].decode('utf-8', 'replace')}"
+        reason = f"HTTP {response.status}: {foreign_text(response.body)}"
         if kind == "destination":
             return _Stop(self._refused_by_destination(reason))
         if probe:
@@ -513,7 +513,7 @@ class Uploader:
             try:
                 response = self.transport.post(self.url, body, headers)
             except TransportError as exc:
-                error, error_type = f"no answer: {exc}", "transport"
+                error, error_type = f"no answer: {foreign_text(str(exc), 500)}", "transport"
             else:
                 self.last_status = response.status
                 self.duration.observe(time.perf_counter() - started)
@@ -527,7 +527,7 @@ class Uploader:
                     self.refused_total = 0
                     event(self.log, logging.INFO, "uploaded", **fields)
                     return response, None
-                detail = response.body[:200].decode("utf-8", "replace")
+                detail = foreign_text(response.body)
                 error, error_type = f"HTTP {response.status}: {detail}", "http"
                 if response.status not in RETRY_STATUSES:
                     self._failed(error, error_type, fields)

@@ -34,6 +34,7 @@ from belabox_metrics.collectors.srt.common import (
     SourceBuildContext,
     SourceError,
 )
+from belabox_metrics.logs import foreign_text
 from belabox_metrics.model import Sample
 from belabox_metrics.validation import Reader
 
@@ -223,6 +224,7 @@ class SrtCollector:
     def _record_failure(self, runtime: SourceRuntime, reason: str) -> None:
         runtime.errors += 1
         runtime.consecutive += 1
+        reason = foreign_text(reason, 500)  # a server's error text may echo a credential
         runtime.last_error = reason
         now = self.ctx.clock.monotonic()
         if (runtime.warned_at is None or reason != runtime.warned_reason

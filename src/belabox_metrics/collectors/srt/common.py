@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from belabox_metrics import http11
+from belabox_metrics.logs import register_secret
 from belabox_metrics.model import Sample
 
 MAX_HTTP_BODY = 4 * 1024 * 1024
@@ -120,11 +121,13 @@ def read_secret_file(path: str) -> str:
         raise SourceError(f"secret file {path} is unreadable ({type(exc).__name__})") from None
     if not value:
         raise SourceError(f"secret file {path} is empty")
+    register_secret(value)  # masked on every surface from now on
     return value
 
 
 def write_secret_file(path: str, value: str) -> None:
     """Write atomically with mode 0600 from the start (never briefly world-readable)."""
+    register_secret(value)
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -145,7 +148,10 @@ def basic_authorization(credentials_file: str | None) -> str | None:
     value = read_secret_file(credentials_file)
     if ":" not in value:
         raise SourceError(f"credentials file {credentials_file} must hold `user:password`")
-    return "Basic " + base64.b64encode(value.encode("utf-8")).decode("ascii")
+    encoded = base64.b64encode(value.encode("utf-8")).decode("ascii")
+    register_secret(value.partition(":")[2])
+    register_secret(encoded)  # a server may echo the header it refused
+    return "Basic " + encoded
 
 
 # -- loss and counters ----------------------------------------------------------------------
