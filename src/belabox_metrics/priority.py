@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from belabox_metrics.upload.encode import promql_name
+from belabox_metrics.naming import promql_name
 
 CLASS_NAMES = ("P0", "P1", "P2", "P3")
 

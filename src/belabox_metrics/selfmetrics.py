@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from belabox_metrics.model import Labels, Sample, make_labels
-from belabox_metrics.upload.encode import number, promql_label, promql_name
+from belabox_metrics.naming import number, promql_label, promql_name
 
 DURATION_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 

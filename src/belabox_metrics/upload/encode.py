@@ -24,69 +24,25 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Generic, TypeVar
 
 from belabox_metrics.model import Labels, Sample
+from belabox_metrics.naming import (  # noqa: F401 - re-exported for callers of the old home
+    PROMQL_NAMES,
+    RESERVED_LABELS,
+    number,
+    promql_label,
+    promql_name,
+)
 from belabox_metrics.timefmt import format_ms
-
-Head = TypeVar("Head", str, bytes)
+from belabox_metrics.upload.series import SeriesHeads, series_labels  # noqa: F401 - re-exported
 
 SEED_JSON_CONTENT_TYPE = "application/json"
 # The default of remote.compression_level. Against level 1: 10 % fewer bytes online, 19 % fewer
 # for a backlog, for ~0.2 µs more CPU per sample, which the bandwidth budget bounds (bench_wire).
 GZIP_LEVEL = 6
-
-# Seed metric names that carry no unit: their PromQL names get one.
-PROMQL_NAMES = {
-    "cpu.temperature": "cpu_temperature_celsius",
-    "srt.packet_loss": "srt_packet_loss_percent",
-}
-# Spelling variants of unit suffixes -> the Prometheus base-unit suffix.
-UNIT_SUFFIXES = (
-    ("_pct", "_percent"), ("_percentage", "_percent"), ("_degc", "_celsius"),
-    ("_degrees_celsius", "_celsius"), ("_secs", "_seconds"), ("_sec", "_seconds"),
-    ("_byte", "_bytes"), ("_count_total", "_total"),
-)
-_INVALID_NAME = re.compile(r"[^a-zA-Z0-9_:]")
-_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
-RESERVED_LABELS = ("__name__", "device_id")
-
-
-def promql_name(name: str) -> str:
-    """'cpu.usage_percent' -> 'cpu_usage_percent'; always a valid PromQL metric name."""
-    if name in PROMQL_NAMES:
-        return PROMQL_NAMES[name]
-    out = _INVALID_NAME.sub("_", name)
-    for variant, canonical in UNIT_SUFFIXES:
-        if out.endswith(variant):
-            out = out[: -len(variant)] + canonical
-            break
-    if not out or out[0].isdigit():
-        out = "_" + out
-    return out
-
-
-def promql_label(name: str) -> str:
-    out = _INVALID_LABEL.sub("_", name)
-    if not out or out[0].isdigit():
-        out = "_" + out
-    if out in RESERVED_LABELS:
-        out = "tag_" + out  # a sample label never overrides the device identity
-    return out
-
-
-def number(value: float) -> str:
-    """Shortest text for a float at the precision VictoriaMetrics keeps (12 significant
-    digits): 46.0 -> '46', 0.30000000000000004 -> '0.3', 3.5999999999999994e-05 -> '3.6e-05'.
-    More digits would only cost bytes and then differ from what VM stores."""
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(f"{value:.12g}"))
-
 
 def seed_metric(sample: Sample) -> dict[str, object]:
     item: dict[str, object] = {
@@ -106,33 +62,6 @@ def seed_json(device_id: str, samples: Sequence[Sample], sent_at_ms: int) -> byt
         "metrics": [seed_metric(s) for s in samples],
     }
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def series_labels(device_id: str, name: str, labels: Labels) -> dict[str, str]:
-    """A series' labels as VictoriaMetrics stores them: ``__name__``, ``device_id``, the rest."""
-    metric = {"__name__": promql_name(name), "device_id": device_id}
-    for label, value in labels:
-        metric[promql_label(label)] = value
-    return metric
-
-
-class SeriesHeads(Generic[Head]):
-    """Caches each series' encoded head (what a format writes before its samples), built
-    once per series from its labels by ``build``."""
-
-    def __init__(self, device_id: str) -> None:
-        self.device_id = device_id
-        self._heads: dict[tuple[str, Labels], Head] = {}
-
-    def head(self, name: str, labels: Labels) -> Head:
-        key = (name, labels)
-        found = self._heads.get(key)
-        if found is None:
-            found = self._heads[key] = self.build(series_labels(self.device_id, name, labels))
-        return found
-
-    def build(self, metric: dict[str, str]) -> Head:
-        raise NotImplementedError
 
 
 class VmSeriesHeads(SeriesHeads[str]):

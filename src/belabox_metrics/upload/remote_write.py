@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Sequence
 
 from belabox_metrics.model import Labels, Sample
-from belabox_metrics.upload.encode import SeriesHeads
+from belabox_metrics.upload.series import SeriesHeads
 
 CONTENT_TYPE = "application/x-protobuf"
 CONTENT_ENCODING = "snappy"

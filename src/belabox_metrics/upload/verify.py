@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from belabox_metrics.model import Labels
+from belabox_metrics.naming import promql_label, promql_name
 from belabox_metrics.store.queue import SampleQueue
-from belabox_metrics.upload.encode import promql_label, promql_name
 
 SampleKey = tuple[str, Labels, int]  # (PromQL name, labels incl. device_id, timestamp ms)
 
