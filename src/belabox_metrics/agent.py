@@ -45,6 +45,9 @@ from belabox_metrics.upload.uploader import Uploader, UploadPolicy
 # Queue figures are counted again only after this many times the last count's duration.
 STATS_COST_FACTOR = 100.0
 
+# agent.health_status values, for alert rules.
+HEALTH_CODES = {"ok": 0, "degraded": 1, "error": 2}
+
 # Samples that could not be stored (disk full, database locked) are kept in memory and
 # retried, up to this many; beyond it the oldest are dropped and counted.
 MAX_UNSTORED = 100_000
@@ -320,6 +323,7 @@ class Agent:
         self.uploader: Uploader | None = None
         self.housekeeping: Housekeeping | None = None
         self.session_id: int | None = None
+        self.watchdog_stalls = 0
         self.health_server: HealthServer | None = None
         self.limits = Thresholds(pending_degraded=settings.health.degraded_threshold,
                                  pending_error=settings.health.error_threshold,
@@ -590,6 +594,23 @@ class Agent:
                 Family("uploader.bandwidth_wait_seconds_total", "counter",
                        "Time uploads waited for the bandwidth budget.", [((), self.budget.waited_seconds)]),
             ]
+        # What fleet alert rules need (deploy/alerts/): restarts, stalls, backlog age, the cap.
+        oldest = stats.oldest_pending_ms if stats else None
+        families += [
+            Family("agent.starts_total", "counter", "Agent starts recorded in this database (the session counter).",
+                   [((), float(self.session_id))] if self.session_id is not None else []),
+            Family("agent.health_status", "gauge", "/health status: 0 ok, 1 degraded, 2 error.",
+                   [((), float(HEALTH_CODES.get(str(self.health().get("status")), 2)))]),
+            Family("agent.watchdog_stalls_total", "counter",
+                   "Watchdog pings withheld because a loop stalled (systemd restarts the agent).",
+                   [((), float(self.watchdog_stalls))]),
+            Family("storage.oldest_pending_age_seconds", "gauge", "Age of the oldest sample not yet acknowledged.",
+                   [((), max(0.0, self.clock.wall() - oldest / 1000) if oldest is not None else 0.0)]),
+            Family("storage.max_size_bytes", "gauge", "The database size cap (storage.max_size).",
+                   [((), float(self.settings.storage.max_size))]),
+            Family("time.clock_trusted", "gauge", "1 while the wall clock is trusted, 0 while samples are held.",
+                   [((), 1.0 if self.trust is None or self.trust.trusted() else 0.0)]),
+        ]
         if self.skew is not None:
             families.append(Family("time.skew_ms", "gauge",
                                    "Reference clock minus local clock, in milliseconds.", [((), self.skew.skew_ms)]))
@@ -639,6 +660,7 @@ class Agent:
                     next_ping = self.clock.monotonic() + period
                 else:
                     stalled = [h.name for h in (self.collection_heartbeat, self.upload_heartbeat) if not h.alive()]
+                    self.watchdog_stalls += 1
                     event(self.log, logging.ERROR, "loop stalled: not feeding the watchdog", loops=",".join(stalled))
                     next_ping = self.clock.monotonic() + period
         notify("STOPPING=1")
