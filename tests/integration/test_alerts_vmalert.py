@@ -22,6 +22,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -178,6 +179,7 @@ remote:
   interval: 1s
   timeout: 5s
   shutdown_grace: 5s
+  bandwidth: {{live_hold: 2s}}
 health: {{listen: "127.0.0.1:{health_port}"}}
 monitoring: {{self_metrics_interval: 2s}}
 logging: {{level: info, format: json}}
@@ -219,9 +221,18 @@ def test_vmalert_fires_and_resolves_temperature_and_srt_loss(
         feeder.start()
         health_port = free_port()
         config = write_config(tmp_path, tree, victoria_metrics, stats, health_port)
-        procs["agent"] = subprocess.Popen([*cli("metrics-collector"), "run", "--config", str(config)], env=ENV,
-                                          stdout=logs["agent"], stderr=subprocess.STDOUT)
-        wait_for_port("127.0.0.1", health_port, timeout=60, proc=procs["agent"])
+
+        def start_agent() -> None:
+            procs["agent"] = subprocess.Popen([*cli("metrics-collector"), "run", "--config", str(config)], env=ENV,
+                                              stdout=logs["agent"], stderr=subprocess.STDOUT)
+            wait_for_port("127.0.0.1", health_port, timeout=60, proc=procs["agent"])
+
+        def stop_agent() -> None:
+            agent = procs.pop("agent")
+            agent.terminate()
+            assert agent.wait(timeout=30) == 0
+
+        start_agent()
         vmalert_port = free_port()
         procs["vmalert"] = subprocess.Popen(
             [vmalert, f"-rule={rules}", f"-datasource.url={victoria_metrics.url}",
@@ -273,6 +284,36 @@ def test_vmalert_fires_and_resolves_temperature_and_srt_loss(
                    lambda: resolved(hook, "BelaboxTemperatureNearThrottle", cooled), 120, procs)
         wait_until("BelaboxSrtPacketLoss resolved",
                    lambda: resolved(hook, "BelaboxSrtPacketLoss", cooled), 120, procs)
+
+        # The box goes quiet in the middle of the stream: BelaboxDeviceSilent (window 10 s
+        # here, 5 minutes shipped) fires naming it, and resolves when it reports again.
+        stop_agent()
+        quiet = time.time()
+        silent = wait_until("BelaboxDeviceSilent firing", lambda: firing(hook, "BelaboxDeviceSilent", quiet),
+                            120, procs)
+        assert isinstance(silent, dict)
+        assert silent["annotations"]["summary"] == f"{DEVICE} went silent while streaming"  # type: ignore[index]
+        back = time.time()
+        start_agent()
+        wait_until("BelaboxDeviceSilent resolved", lambda: resolved(hook, "BelaboxDeviceSilent", back), 120, procs)
+
+        # The stream ends, then the box is switched off: that is not "silent while streaming".
+        stop_feed.set()
+        wait_until("the agent saying the stream ended", lambda: [
+            r for r in victoria_metrics.query(f'last_over_time(uploader_stream_live{{device_id="{DEVICE}"}}[1m])')[
+                "data"]["result"] if r["value"][1] == "0"], 90, procs)  # type: ignore[index]
+        stop_agent()
+        off = time.time()
+        # Long enough for the shortened rule to have fired (10 s window + 3 s for) twice over.
+        wait_until("30 s of evaluations after the switch-off", lambda: time.time() > off + 30, 60, procs)
+        assert firing(hook, "BelaboxDeviceSilent", off) is None
+
+        # Every rule of the file evaluates in vmalert against VictoriaMetrics without an error.
+        with urllib.request.urlopen(f"http://127.0.0.1:{vmalert_port}/api/v1/rules", timeout=10) as answer:
+            groups = json.loads(answer.read())["data"]["groups"]
+        rules_seen = [rule for group in groups for rule in group["rules"]]
+        assert len(rules_seen) == RULES.read_text().count("- alert:") + RULES.read_text().count("- record:")
+        assert [(r["name"], r["lastError"]) for r in rules_seen if r.get("lastError")] == []
 
         # The self-metrics the agent rules use reached VictoriaMetrics under their names.
         for name in ("agent_starts_total", "agent_health_status", "agent_watchdog_stalls_total",
