@@ -25,7 +25,7 @@ from belabox_metrics.collectors.base import Collector, CollectorContext, MetricS
 from belabox_metrics.collectors.procfs import FsRoot
 from belabox_metrics.collectors.srt import SrtCollector
 from belabox_metrics.config import Settings, parse_listen
-from belabox_metrics.health.server import HealthServer
+from belabox_metrics.health.server import HealthServer, listen_problem
 from belabox_metrics.health.status import CollectorState, Snapshot, Thresholds, evaluate
 from belabox_metrics.liveness import StreamLiveness
 from belabox_metrics.logs import event, foreign_text, get, redact_url
@@ -47,6 +47,8 @@ STATS_COST_FACTOR = 100.0
 
 # agent.health_status values, for alert rules.
 HEALTH_CODES = {"ok": 0, "degraded": 1, "error": 2}
+# How often a health endpoint that could not bind tries again.
+HEALTH_RETRY_S = 10.0
 
 # Samples that could not be stored (disk full, database locked) are kept in memory and
 # retried, up to this many; beyond it the oldest are dropped and counted.
@@ -265,12 +267,12 @@ class Housekeeping:
 
 class Agent:
     def __init__(self, settings: Settings, *, clock: Clock | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.transport = transport or HttpTransport(timeout=settings.remote.timeout)
         self.log = get("agent")
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.collection_done = threading.Event()
         self.errors: list[BaseException] = []
         remote = settings.remote
@@ -325,6 +327,8 @@ class Agent:
         self.session_id: int | None = None
         self.watchdog_stalls = 0
         self.health_server: HealthServer | None = None
+        self.health_listen_error: str | None = None
+        self.next_health_bind = 0.0
         self.limits = Thresholds(pending_degraded=settings.health.degraded_threshold,
                                  pending_error=settings.health.error_threshold,
                                  upload_error_after=settings.health.upload_error_after,
@@ -617,6 +621,51 @@ class Agent:
         return families
 
     # -- life ------------------------------------------------------------------------------
+    def _start_health(self) -> bool:
+        """Bind the health endpoint. A busy port or an address not on this machine must not
+        stop collection and upload (they are the agent's job): warn, naming the key and the
+        fix, and retry from the main loop every HEALTH_RETRY_S."""
+        listen = self.settings.health.listen
+        if not listen:
+            return False
+        host, port = parse_listen(listen)
+        try:
+            self.health_server = HealthServer(host, port, document=self.health, live=self.alive,
+                                              metrics=self.self_metrics.exposition, log=get("health"))
+        except OSError as exc:
+            first = self.health_listen_error is None
+            self.health_listen_error = listen_problem(listen, exc)
+            self.next_health_bind = self.clock.monotonic() + HEALTH_RETRY_S
+            if first:
+                event(self.log, logging.WARNING, "health endpoint not listening; collecting and uploading "
+                      f"anyway, retrying every {HEALTH_RETRY_S:g} s", key="health.listen",
+                      error=self.health_listen_error,
+                      fix="set health.listen to a free HOST:PORT on this machine (e.g. 127.0.0.1:9470), or off")
+            return False
+        self.health_server.start()
+        if self.health_listen_error is not None:
+            event(self.log, logging.INFO, "health endpoint listening now", listen=listen)
+        self.health_listen_error = None
+        return True
+
+    def _health_url(self) -> str:
+        if not self.settings.health.listen:
+            return "off"
+        if self.health_listen_error is not None:
+            return f"not listening ({self.health_listen_error})"
+        return f"http://{self.settings.health.listen}/health"
+
+    def _main_wait(self, watchdog: float | None) -> float:
+        wait = watchdog or 5.0
+        if self.health_listen_error is not None:
+            wait = min(wait, max(0.05, self.next_health_bind - self.clock.monotonic()))
+        return wait
+
+    def _notify_status(self) -> str:
+        if self.health_listen_error is not None:
+            return f"STATUS=collecting; health endpoint not listening: {self.health_listen_error}"
+        return "STATUS=collecting"
+
     def run(self) -> int:
         """Run until ``self.stop`` is set. Returns the process exit code."""
         remote = self.settings.remote
@@ -632,27 +681,27 @@ class Agent:
             event(self.log, logging.ERROR, "database not writable at start; continuing", error=str(exc))
         finally:
             queue.close()
-        if self.settings.health.listen:
-            host, port = parse_listen(self.settings.health.listen)
-            self.health_server = HealthServer(host, port, document=self.health, live=self.alive,
-                                              metrics=self.self_metrics.exposition, log=get("health"))
-            self.health_server.start()
+        self._start_health()
         event(self.log, logging.INFO, "starting", device_id=self.settings.device.id,
               db=self.settings.storage.path, session_id=self.session_id, boot_id=self.boot_id,
               metrics=",".join(f"{m.settings.name}@{m.settings.interval:g}s" for m in self.scheduled),
               remote=f"{self.destination} ({remote.format})" if remote.enabled else "disabled",
-              health=f"http://{self.settings.health.listen}/health" if self.settings.health.listen else "off")
+              health=self._health_url())
         threads = [
             threading.Thread(target=self._collection_thread, name="collect", daemon=True),
             threading.Thread(target=self._upload_thread, name="upload", daemon=True),
         ]
         for thread in threads:
             thread.start()
-        notify("READY=1\nSTATUS=collecting")
+        notify("READY=1\n" + self._notify_status())
         period = watchdog_period()
         next_ping = self.clock.monotonic()
-        # The main thread only feeds the watchdog; a signal sets `stop` and wakes it at once.
-        while not self.stop.wait(period or 5.0):
+        # The main thread feeds the watchdog and retries a health port that was busy; a
+        # signal sets `stop` and wakes it at once.
+        while not self.stop.wait(self._main_wait(period)):
+            if self.health_listen_error is not None and self.clock.monotonic() >= self.next_health_bind \
+                    and self._start_health():
+                notify(self._notify_status())
             if period is not None and self.clock.monotonic() >= next_ping:
                 # Feed the watchdog only while both loops keep their promises.
                 if self.alive():

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -68,6 +69,49 @@ def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen([*cli("metrics-collector"), "run", "--config", str(config)], env=ENV,
                                 stdout=out, stderr=subprocess.STDOUT)
+
+
+def logged(log: Path, message: str) -> int:
+    """How many JSON log lines of the agent carry ``message``."""
+    count = 0
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                if json.loads(line).get("msg") == message:
+                    count += 1
+            except ValueError:
+                continue  # a line cut mid-write
+    return count
+
+
+def wait_logged(log: Path, message: str, count: int, agent: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Wait until the agent has logged ``message`` ``count`` times in all (not a sleep: a
+    busy machine may take long to start it)."""
+    deadline = time.monotonic() + timeout
+    while logged(log, message) < count:
+        if agent.poll() is not None:
+            raise AssertionError(f"agent exited with {agent.returncode} before {message!r} x{count}: "
+                                 + log.read_text(errors="replace")[-2000:])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {message!r} x{count} in {timeout:g} s: " + log.read_text(errors="replace")[-2000:])
+        time.sleep(0.05)
+
+
+def wait_stored(db: Path, name: str, timeout: float = 60.0) -> None:
+    """Wait until the database holds a sample named ``name``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            queue = SampleQueue.open(str(db))
+            try:
+                if queue.recent(name, 1):
+                    return
+            finally:
+                queue.close()
+        except sqlite3.Error:  # the agent may hold a write lock for a moment
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"no {name} sample stored in {timeout:g} s")
 
 
 def stop_agent(agent: subprocess.Popen[bytes], timeout: float = 40.0) -> int:

@@ -26,6 +26,7 @@ def write_config(tmp: Path, port: int, remote_interval: str = "1s") -> Path:
     config.write_text(f"""
 device: {{id: e2e-box}}
 storage: {{path: {tmp / 'agent.db'}}}
+health: {{listen: "off"}}
 remote:
   url: http://127.0.0.1:{port}/api/metrics
   interval: {remote_interval}

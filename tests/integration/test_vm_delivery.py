@@ -110,6 +110,7 @@ def write_config(tmp: Path, url: str, interval: str = "1s", batch: int = 2000) -
     config.write_text(f"""
 device: {{id: {DEVICE}}}
 storage: {{path: {tmp / 'agent.db'}}}
+health: {{listen: "off"}}
 remote:
   url: {url}
   format: vm-jsonl

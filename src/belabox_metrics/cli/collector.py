@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sqlite3
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from belabox_metrics import __version__, logs
 from belabox_metrics.config import DEFAULT_CONFIG_PATH, Settings, load_config
-from belabox_metrics.store.lock import AlreadyRunning, ProcessLock
+from belabox_metrics.runtime.startup import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, run
 from belabox_metrics.store.migrations import SchemaError
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.timefmt import format_ms
 from belabox_metrics.validation import ConfigError, format_duration
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -228,70 +223,3 @@ def verify(settings: Settings, since: str, settle: str = "30s") -> int:
         print(f"  duplicated x{times}: {name} @ {format_ms(ts)}")
     print("OK: every sent sample is there exactly once" if report.ok else "PROBLEMS FOUND")
     return EXIT_OK if report.ok else EXIT_FAILURE
-
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def run(settings: Settings, stop_after: float | None = None) -> int:
-    """Run the agent until SIGTERM/SIGINT (or ``stop_after`` seconds)."""
-    from belabox_metrics.agent import Agent
-
-    log = logs.setup(settings.logging.level, settings.logging.format)
-    lock = ProcessLock(settings.storage.path)
-    try:
-        lock.acquire()
-    except AlreadyRunning as exc:
-        print(f"metrics-collector: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        print(f"metrics-collector: cannot create lock file {lock.path}: {exc.strerror}; "
-              "check storage.path and its permissions", file=sys.stderr)
-        return EXIT_FAILURE
-    try:
-        try:
-            # A corrupt file would fail every start (a crash loop): move it aside, start fresh.
-            from belabox_metrics.priority import classifier
-            from belabox_metrics.store.queue import SeriesLanes
-            from belabox_metrics.store.recovery import quarantine_if_corrupt, salvage
-
-            def salvage_into(moved: str) -> tuple[int, int]:
-                fresh = SampleQueue.open(settings.storage.path,
-                                         lanes=SeriesLanes(classifier(settings.remote.priority)))
-                try:
-                    return salvage(moved, fresh)
-                finally:
-                    fresh.close()
-
-            quarantine_if_corrupt(settings.storage.path, logs.get("storage"), salvage_into=salvage_into)
-            SampleQueue.open(settings.storage.path).close()
-            lock.hold_database()  # created now (or replaced by a fresh one): lock that file too
-        except AlreadyRunning as exc:
-            print(f"metrics-collector: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-        except (SchemaError, sqlite3.Error, OSError) as exc:
-            print(f"metrics-collector: cannot open database {settings.storage.path}: {exc}",
-                  file=sys.stderr)
-            return EXIT_FAILURE
-        try:
-            agent = Agent(settings)
-        except ConfigError as exc:
-            print(f"metrics-collector: config error in {settings.source}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        install_signal_handlers(agent.stop)
-        timer = threading.Timer(stop_after, agent.stop.set) if stop_after else None
-        if timer is not None:
-            timer.daemon = True
-            timer.start()
-        code = agent.run()
-        if timer is not None:
-            timer.cancel()
-        log.handlers[0].flush()
-        return code
-    finally:
-        lock.release()

@@ -19,6 +19,8 @@ from importlib import resources
 from belabox_metrics.config import load_config
 
 DEFAULT_PORT = 8080
+# The installed service's health port: dev takes it only when it is free.
+DEFAULT_HEALTH_PORT = 9469
 
 
 def user_data_dir() -> str:
@@ -66,11 +68,12 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 1
     return False
 
 
-def write_config(data_dir: str, port: int) -> str:
+def write_config(data_dir: str, port: int, health_port: int) -> str:
     template = resources.files("belabox_metrics").joinpath("defaults/dev.yaml").read_text()
     device_id = re.sub(r"[^A-Za-z0-9._-]", "-", f"dev-{platform.node() or 'box'}")[:64]
     text = template.format(device_id=device_id, db_path=os.path.join(data_dir, "metrics.db"),
-                           remote_url=f"http://127.0.0.1:{port}/api/metrics")
+                           remote_url=f"http://127.0.0.1:{port}/api/metrics",
+                           health_listen=f"127.0.0.1:{health_port}")
     path = os.path.join(data_dir, "config.yaml")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -78,13 +81,14 @@ def write_config(data_dir: str, port: int) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from belabox_metrics.cli.collector import run
+    from belabox_metrics.runtime.startup import run
 
     data_dir = os.path.abspath(args.data_dir or user_data_dir())
     os.makedirs(data_dir, exist_ok=True)
     port = args.port if args.port is not None else (
         DEFAULT_PORT if _port_free(DEFAULT_PORT) else _free_port())
-    config_path = write_config(data_dir, port)
+    health_port = DEFAULT_HEALTH_PORT if _port_free(DEFAULT_HEALTH_PORT) else _free_port()
+    config_path = write_config(data_dir, port, health_port)
     receiver_db = os.path.join(data_dir, "receiver.db")
     receiver = subprocess.Popen([
         sys.executable, "-c",
@@ -99,6 +103,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"metrics-receiver listening on http://127.0.0.1:{port}/api/metrics "
               f"(stores into {receiver_db})", flush=True)
         print(f"config: {config_path}", flush=True)
+        print(f"health: http://127.0.0.1:{health_port}/health (and /metrics)", flush=True)
         print(f"look at the data: metrics-collector query --config {config_path}", flush=True)
         print("stop with Ctrl-C", flush=True)
         return run(load_config(config_path), stop_after=args.duration)

@@ -9,6 +9,7 @@ that connects and says nothing holds the server for at most ``client_timeout`` s
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import socket
@@ -22,6 +23,29 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not All
            503: "Service Unavailable"}
 
 
+def listen_problem(listen: str, exc: OSError) -> str:
+    """Why ``listen`` cannot be bound, in an operator's words."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"{listen} is in use by another process (another agent, or `metrics-collector dev`?)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{listen} is not an address of this machine"
+    if exc.errno == errno.EACCES:
+        return f"{listen}: binding this port needs privileges (use a port above 1024)"
+    return f"{listen}: {exc.strerror or exc}"
+
+
+def probe_listen(host: str, port: int) -> OSError | None:
+    """Whether ``host:port`` can be bound now (for check-config): the error, or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        return exc
+    return None
+
+
 class HealthServer:
     def __init__(self, host: str, port: int, *, document: DocumentSource, live: Callable[[], bool],
                  metrics: Callable[[], str], log: logging.Logger, client_timeout: float = 2.0) -> None:
@@ -32,9 +56,13 @@ class HealthServer:
         self.client_timeout = client_timeout
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(16)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+            self.sock.listen(16)
+        except OSError:
+            self.sock.close()
+            raise
         # Blocking accept: no periodic wake-ups on an idle box; stop() shuts the socket down.
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, name="health", daemon=True)

@@ -142,6 +142,8 @@ def quarantine_if_corrupt(path: str, log: logging.Logger, *, now: float | None =
     ``salvage_into(moved_path)`` (e.g. ``salvage`` into a fresh queue) runs after the move."""
     suspect = path + SUSPECT_SUFFIX
     marked = os.path.exists(suspect)
+    if marked:
+        event(log, logging.INFO, "the last run met a corrupt database: checking it in full", db=path)
     problem = diagnose(path, None if marked else budget_s)
     if marked:
         event(log, logging.WARNING, "the last run met a corrupt database: checked it in full", db=path,
@@ -157,6 +159,7 @@ def quarantine_if_corrupt(path: str, log: logging.Logger, *, now: float | None =
             moved.append(aside + suffix)
     salvaged, skipped = 0, 0
     if salvage_into is not None and os.path.exists(aside):
+        event(log, logging.INFO, "salvaging unsent samples from the corrupt database", moved_to=aside)
         try:
             found = salvage_into(aside)
             salvaged, skipped = found if isinstance(found, tuple) else (found, 0)
