@@ -142,7 +142,7 @@ start_and_check() {  # start_and_check: daemon-reload, enable, restart, wait; re
     systemctl daemon-reload
     systemctl enable "$SERVICE" >/dev/null 2>&1 || die "systemctl enable $SERVICE failed"
     if ! systemctl restart "$SERVICE"; then
-        say "systemctl restart $SERVICE failed (a bad config fails in ExecStartPre check-config)"
+        say "systemctl restart $SERVICE failed (a bad config makes run exit 2: journalctl -u $SERVICE names the key)"
         return 1
     fi
     service_settles

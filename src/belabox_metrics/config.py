@@ -139,9 +139,37 @@ def load_config(path: str) -> Settings:
     return parse_config(text, source=path, base_dir=base_dir)
 
 
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, first_line: int, second_line: int) -> None:
+        super().__init__(f"{key} twice")
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML lets the last of two equal keys win, silently: an edit appended below an old
+    value would be used and the old one shown to whoever reads the top. Refuse it."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: construct_mapping says so itself
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise DuplicateKey(key, first, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep)
+
+
 def parse_config(text: str, *, source: str = "<memory>", base_dir: str | None = None) -> Settings:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except DuplicateKey as exc:
+        raise ConfigError(str(exc.key), f"is set twice in {source} (lines {exc.first_line} and {exc.second_line}); "
+                          "the second would silently win", "keep one of the two lines") from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -217,12 +245,21 @@ def _parse_root(root: Reader, source: str, base_dir: str) -> Settings:
 
 
 def _parse_health(reader: Reader) -> HealthSettings:
-    listen = reader.string("listen", "127.0.0.1:9469", example="127.0.0.1:9469")
-    if listen in ("off", "none", "disabled"):
-        listen = None
+    if "listen" in reader.data and reader.data["listen"] is None:
+        # `listen: ~` or `listen:` would otherwise become the default, the opposite of
+        # what someone who emptied it probably meant.
+        reader.fail("listen", "is empty (null)", "write `listen: off` to disable the health endpoint, "
+                    "or HOST:PORT like 127.0.0.1:9469; remove the line for the default")
+    if reader.data.get("listen") is False:
+        reader.raw("listen")
+        text = "off"  # YAML 1.1 reads a bare `off` (or `no`, `false`) as false
     else:
+        text = reader.string("listen", "127.0.0.1:9469", example="127.0.0.1:9469")
+    listen: str | None = None
+    if text not in ("off", "none", "disabled"):
+        listen = text
         try:
-            parse_listen(listen)
+            parse_listen(text)
         except ValueError as exc:
             reader.fail("listen", str(exc), "write HOST:PORT like 127.0.0.1:9469, or `off`")
     health = HealthSettings(

@@ -99,8 +99,10 @@ class ClockTrust:
         if os.path.isdir(self.timesync_dir):
             if os.path.exists(os.path.join(self.timesync_dir, "synchronized")):
                 return True, "synchronised (systemd-timesyncd)"
+            # No flag: ask the kernel. Where adjtimex is not allowed (the unit's
+            # ProtectClock=true) the daemon's missing flag is the answer.
             state = self.kernel()
-            if state is not None and not state.synced:
+            if state is None or not state.synced:
                 return False, "time sync daemon present but the clock is not synchronised yet"
         return True, "plausible"
 

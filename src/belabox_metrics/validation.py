@@ -138,7 +138,9 @@ class Reader:
         if value is default:
             return value
         if isinstance(value, bool) and bool not in kinds:
-            self.fail(name, f"must be {what}, got {_type_name(value)}", f"write e.g. `{name}: {example}`")
+            quote = (f"; YAML reads a bare yes/no/on/off/true/false as a boolean: quote it, `{name}: \"...\"`"
+                     if str in kinds else "")
+            self.fail(name, f"must be {what}, got {_type_name(value)}", f"write e.g. `{name}: {example}`{quote}")
         if not isinstance(value, kinds):
             self.fail(name, f"must be {what}, got {_type_name(value)}", f"write e.g. `{name}: {example}`")
         return value

@@ -160,3 +160,28 @@ def test_cli_check_config_ok(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "config OK" in result.stdout and "cpu.temperature every 30s" in result.stdout
     assert not (tmp_path / "m.db").exists()  # checking never creates the database
+
+
+def test_a_key_set_twice_is_refused_naming_both_lines() -> None:
+    error = bad(GOOD + "storage:\n  path: other.db\n")
+    assert error.key == "storage" and "lines 4 and 16" in error.problem and "keep one" in error.fix
+    nested = bad(GOOD.replace("  url: http://127.0.0.1:8080/api/metrics\n",
+                              "  url: http://127.0.0.1:8080/api/metrics\n  url: http://127.0.0.1:9090/\n"))
+    assert nested.key == "url" and "lines 7 and 8" in nested.problem
+
+
+def test_listen_off_unquoted_is_accepted_as_documented() -> None:
+    for spelling in ("off", "'off'", "false", "no"):
+        settings = parse_config(GOOD + f"health:\n  listen: {spelling}\n")
+        assert settings.health.listen is None, spelling
+
+
+def test_listen_null_is_refused_instead_of_becoming_the_default() -> None:
+    for spelling in ("~", "", "null"):
+        error = bad(GOOD + f"health:\n  listen: {spelling}\n")
+        assert error.key == "health.listen" and "null" in error.problem and "listen: off" in error.fix
+
+
+def test_a_yaml_boolean_where_a_string_belongs_says_to_quote_it() -> None:
+    error = bad(GOOD + "health:\n  listen: yes\n")
+    assert error.key == "health.listen" and "boolean" in error.problem and "quote it" in error.fix

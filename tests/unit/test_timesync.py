@@ -184,3 +184,14 @@ def test_skew_from_header() -> None:
     assert skew_from(None, 0, 0) is None
     assert skew_from("garbage", 0, 0) is None
     assert skew_from("Thu, 01 Jan 1970 00:01:40 GMT", 90.0, 90.0) == pytest.approx(10_500)
+
+
+def test_where_adjtimex_is_not_allowed_timesyncds_flag_decides(tmp_path: Path) -> None:
+    """The unit's ProtectClock=true forbids even reading adjtimex: without the flag, a
+    running timesyncd that has not synced means untrusted (samples held, not lost)."""
+    timesync = tmp_path / "timesync"
+    timesync.mkdir()
+    trust = ClockTrust(FakeClock(wall=SYNCED_2026), timesync_dir=str(timesync), recheck=0.0, kernel=lambda: None)
+    assert not trust.trusted() and "not synchronised" in trust.reason
+    (timesync / "synchronized").touch()
+    assert trust.trusted()

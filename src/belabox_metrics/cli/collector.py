@@ -37,8 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the agent (the default command)")
     run.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check = sub.add_parser("check-config", help="validate a config file and what it needs on this machine, "
+                                                "then exit (2 on what `run` would refuse)")
     check.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    check.add_argument("--strict", action="store_true",
+                       help="exit 1 on warnings too (a collector with nothing to read, a busy health port)")
 
     query = sub.add_parser("query", help="print recent samples from the local database")
     query.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
@@ -86,7 +89,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         print(f"metrics-collector: config error in {config_path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if command == "check-config":
-        return check_config(settings)
+        return check_config(settings, strict=args.strict)
     if command in ("query", "status", "dead-letters"):
         # They print text from elsewhere (the agent's health, stored text, refusal reasons):
         # no configured secret may show, whatever an older version stored.
@@ -109,32 +112,28 @@ def _main(argv: Sequence[str] | None = None) -> int:
     return run(settings)
 
 
-def check_config(settings: Settings) -> int:
-    from belabox_metrics.agent import build_collectors
-    from belabox_metrics.clock import SystemClock
-    from belabox_metrics.collectors.base import CollectorContext
-    from belabox_metrics.collectors.procfs import FsRoot
+def check_config(settings: Settings, strict: bool = False) -> int:
+    """Everything `run` refuses is an error here too (exit 2); what it would run DEGRADED
+    with is a warning (exit 0, or 1 with --strict)."""
+    from belabox_metrics.runtime.preflight import check_all
 
-    ctx = CollectorContext(FsRoot(settings.host.proc_root, settings.host.sys_root), SystemClock(),
-                           settings.device.id)
-    try:
-        collectors = build_collectors(settings, ctx)
-    except ConfigError as exc:
-        print(f"metrics-collector: config error in {settings.source}: {exc}", file=sys.stderr)
+    found = check_all(settings)
+    for error in found.errors:
+        print(f"metrics-collector: config error in {settings.source}: {error}", file=sys.stderr)
+    if found.errors:
         return EXIT_USAGE
-    for _, collector in collectors:
-        close = getattr(collector, "close", None)
-        if callable(close):
-            close()
     enabled = ", ".join(f"{m.name} every {format_duration(m.interval)}" for m in settings.enabled_metrics)
     remote = settings.remote
-    print(f"config OK: {settings.source}")
+    print(f"config OK: {settings.source}" + (f" ({len(found.warnings)} warning(s))" if found.warnings else ""))
     print(f"  device:  {settings.device.id}")
     print(f"  storage: {settings.storage.path}")
     print(f"  remote:  {logs.redact_url(remote.url) if remote.enabled else 'disabled'}"
           + (f" every {format_duration(remote.interval)}" if remote.enabled else ""))
     print(f"  metrics: {enabled}")
-    return EXIT_OK
+    print(f"  health:  {settings.health.listen or 'off'}")
+    for warning in found.warnings:
+        print(f"warning: {warning}")
+    return EXIT_FAILURE if strict and found.warnings else EXIT_OK
 
 
 def query(settings: Settings, metric: str | None, last: int) -> int:

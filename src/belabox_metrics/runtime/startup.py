@@ -57,10 +57,15 @@ def run(settings: Settings, stop_after: float | None = None, stop: threading.Eve
 def _start(settings: Settings, stop: threading.Event) -> int:
     from belabox_metrics.agent import Agent
     from belabox_metrics.priority import classifier
+    from belabox_metrics.runtime.preflight import check_before_start
     from belabox_metrics.store.queue import SampleQueue, SeriesLanes
     from belabox_metrics.store.recovery import quarantine_if_corrupt, salvage
 
     log = logs.setup(settings.logging.level, settings.logging.format)
+    problem = check_before_start(settings)
+    if problem is not None:
+        print(f"metrics-collector: config error in {settings.source}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     lock = ProcessLock(settings.storage.path)
     try:
         lock.acquire()
