@@ -8,13 +8,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 IN_CI = os.environ.get("CI") == "true"
+T = TypeVar("T")
 
 
 def require_tool(name: str, package: str) -> str:
@@ -52,3 +55,18 @@ def cli(name: str) -> list[str]:
     """Command line for one of the project's console scripts, from the current interpreter."""
     module = {"metrics-collector": "collector", "metrics-receiver": "receiver"}[name]
     return [sys.executable, "-c", f"import sys; from belabox_metrics.cli.{module} import main; sys.exit(main())"]
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 60.0, what: str = "condition",
+               interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy (returned), or fail after ``timeout``
+    seconds with the last value. For a busy 2-core machine: a condition, never a sleep."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what} (last: {last!r})")
+        time.sleep(interval)

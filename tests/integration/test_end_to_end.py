@@ -16,7 +16,7 @@ import pytest
 from belabox_metrics.receiver.storage import read_samples
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.timefmt import format_ms
-from tests.helpers import REPO_ROOT, cli, free_port, wait_for_port
+from tests.helpers import REPO_ROOT, cli, eventually, free_port, wait_for_port
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
@@ -68,6 +68,20 @@ def agent_samples(db: Path) -> set[tuple[str, str, tuple[tuple[str, str], ...], 
         queue.close()
 
 
+def stored_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    queue = SampleQueue.open(str(db))
+    try:
+        return queue.count()
+    finally:
+        queue.close()
+
+
+def received_count(db: Path) -> int:
+    return len(read_samples(db)) if db.exists() else 0
+
+
 @pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -83,13 +97,14 @@ def test_collector_to_receiver_no_loss_no_duplicates(tmp_path: Path, procs: list
     procs.append(start_receiver(tmp_path, port))
     collector = start_collector(write_config(tmp_path, port), tmp_path / "agent.log")
     procs.append(collector)
-    time.sleep(4.5)
+    eventually(lambda: stored_count(tmp_path / "agent.db") >= 8 and received_count(tmp_path / "receiver.db") > 0,
+               60, "8 samples stored and an upload received")
     assert stop(collector) == 0, (tmp_path / "agent.log").read_text()
     assert stop(procs[0]) == 0
 
     stored = agent_samples(tmp_path / "agent.db")
     received = read_samples(tmp_path / "receiver.db")
-    assert len(stored) >= 8, "expected ~4 temperature and ~9 loss samples in 4.5 s"
+    assert len(stored) >= 8
     assert {s[1] for s in stored} == {"cpu.temperature", "srt.packet_loss"}
     assert len(received) == len(set(received)), "the receiver stored a duplicate"
     assert set(received) == stored
@@ -108,9 +123,11 @@ def test_receiver_down_then_up_nothing_lost(tmp_path: Path, procs: list[subproce
     port = free_port()
     collector = start_collector(write_config(tmp_path, port), tmp_path / "agent.log")
     procs.append(collector)
-    time.sleep(3)  # uploads fail: connection refused
+    log = tmp_path / "agent.log"
+    eventually(lambda: log.exists() and "Connection refused" in log.read_text() and stored_count(tmp_path / "agent.db") >= 10,
+               60, "failed uploads (connection refused) and 10 samples stored")
     procs.append(start_receiver(tmp_path, port))
-    time.sleep(3)
+    eventually(lambda: received_count(tmp_path / "receiver.db") >= 10, 60, "the backlog received")
     assert stop(collector) == 0
     assert stop(procs[1]) == 0
     log = (tmp_path / "agent.log").read_text()

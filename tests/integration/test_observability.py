@@ -14,12 +14,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from belabox_metrics.clock import SystemClock
 from belabox_metrics.model import Sample
-from tests.helpers import REPO_ROOT, cli, free_port, require_tool, wait_for_port
+from tests.helpers import REPO_ROOT, cli, eventually, free_port, require_tool, wait_for_port
 from tests.vm import VictoriaMetrics
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -74,21 +75,23 @@ def test_health_endpoints_and_log_fields(tmp_path: Path, victoria_metrics: Victo
     proc = start(cfg, tmp_path / "agent.log")
     agent_proc.append(proc)
     wait_for_port("127.0.0.1", health_port, proc=proc)
-    time.sleep(3)
-    status, body = get(f"http://127.0.0.1:{health_port}/health")
-    doc = json.loads(body)
-    assert status == 200 and doc["status"] == "ok", doc
-    assert doc["components"]["uploader"]["last_success"].endswith("Z")
-    assert doc["components"]["collectors"]["collectors"]["memory"]["runs"] >= 2
+
+    def healthy() -> dict[str, Any] | None:
+        status, body = get(f"http://127.0.0.1:{health_port}/health")
+        doc: dict[str, Any] = json.loads(body)
+        ok = (status == 200 and doc["status"] == "ok" and str(doc["components"]["uploader"].get("last_success")).endswith("Z")
+              and doc["components"]["collectors"]["collectors"]["memory"]["runs"] >= 2)
+        return doc if ok else None
+
+    eventually(healthy, 60, "health ok after an upload and two memory rounds")
     assert get(f"http://127.0.0.1:{health_port}/health/live")[0] == 200
     assert get(f"http://127.0.0.1:{health_port}/health/ready")[0] == 200
     assert get(f"http://127.0.0.1:{health_port}/nope")[0] == 404
 
     # The remote goes away: still alive, no longer ready once uploads are stale (> 2 intervals).
     victoria_metrics.stop()
-    time.sleep(3.5)
-    status, body = get(f"http://127.0.0.1:{health_port}/health")
-    assert json.loads(body)["status"] == "degraded"
+    eventually(lambda: json.loads(get(f"http://127.0.0.1:{health_port}/health")[1])["status"] == "degraded", 60,
+               "degraded once uploads are stale")
     assert get(f"http://127.0.0.1:{health_port}/health/ready")[0] == 503
     assert get(f"http://127.0.0.1:{health_port}/health/live")[0] == 200
     proc.send_signal(signal.SIGTERM)
@@ -123,8 +126,8 @@ metrics: [{{name: cpu.temperature, interval: 500ms}}]
     proc = start(cfg, tmp_path / "agent.log")
     agent_proc.append(proc)
     wait_for_port("127.0.0.1", health_port, proc=proc)
-    time.sleep(1.5)
-    status, body = get(f"http://127.0.0.1:{health_port}/health")
+    status, body = eventually(lambda: (lambda answer: answer if answer[0] == 503 else None)(
+        get(f"http://127.0.0.1:{health_port}/health")), 60, "health error once the collector failed")
     doc = json.loads(body)
     assert status == 503 and doc["status"] == "error"
     assert "no thermal zone" in doc["components"]["collectors"]["collectors"]["cpu.temperature"]["last_error"]
@@ -223,20 +226,21 @@ health: {{listen: "off"}}
 metrics: [{{name: srt.packet_loss, interval: 200ms, mock: true}}]
 """)
     proc = subprocess.Popen([*cli("metrics-collector"), "run", "--config", str(cfg)],
-                            env={**ENV, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"},
+                            env={**ENV, "NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "2000000"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     agent_proc.append(proc)
     # WATCHDOG_PID is unset: the pings are meant for this process.
-    time.sleep(4)
+    eventually(lambda: len(notify.times("WATCHDOG=1")) >= 5, 60, "five watchdog pings")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     time.sleep(0.3)
     notify.close()
     assert notify.times("READY=1")
     pings = notify.times("WATCHDOG=1")
-    assert len(pings) >= 5  # every 0.5 s (half of WATCHDOG_USEC) for ~4 s
+    assert len(pings) >= 5  # every 1 s (half of WATCHDOG_USEC)
     gaps = [b - a for a, b in itertools.pairwise(pings)]
-    assert max(gaps) < 1.0
+    # Within the watchdog's own deadline, with the slack a loaded machine needs.
+    assert max(gaps) < 2.0, gaps
     assert notify.times("STOPPING=1") and notify.times("STOPPING=1")[0] > pings[-1] - 0.01
 
 

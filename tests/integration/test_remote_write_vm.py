@@ -23,7 +23,7 @@ from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.upload.encode import wire_format
 from belabox_metrics.upload.transport import HttpTransport
 from belabox_metrics.upload.uploader import Uploader, UploadPolicy
-from tests.helpers import cli
+from tests.helpers import cli, eventually
 from tests.integration.test_vm_delivery import DEVICE, ENV, assert_exactly_once, run_agent
 from tests.vm import VictoriaMetrics
 
@@ -128,7 +128,7 @@ metrics:
     log = tmp_path / "agent.log"
     agent = run_agent(config, log)
     try:
-        time.sleep(4)
+        eventually(lambda: log.read_text().count('"uploaded"') >= 3, 60, "three uploads")
     finally:
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0, log.read_text()[-3000:]

@@ -25,7 +25,7 @@ from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.upload.encode import VmSeriesHeads, gzip_bytes, promql_name, vm_jsonl, wire_format
 from belabox_metrics.upload.transport import HttpTransport
 from belabox_metrics.upload.uploader import Uploader, UploadPolicy
-from tests.helpers import IN_CI, REPO_ROOT, cli, free_port
+from tests.helpers import IN_CI, REPO_ROOT, cli, eventually, free_port
 from tests.vm import VictoriaMetrics, vm_available
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -183,11 +183,13 @@ def test_vm_down_then_up_every_sample_arrives_once(victoria_metrics: VictoriaMet
     log = tmp_path / "agent.log"
     agent = run_agent(config, log)
     try:
-        time.sleep(2)
+        eventually(lambda: '"uploaded"' in log.read_text(), 60, "a first upload")
         victoria_metrics.stop()           # the uplink drops
-        time.sleep(4)                      # collection goes on, uploads fail
+        # Collection goes on, uploads fail.
+        eventually(lambda: "upload failed" in log.read_text(), 60, "a failed upload while VM is down")
         victoria_metrics.start()           # and comes back
-        time.sleep(3)
+        uploaded = log.read_text().count('"uploaded"')
+        eventually(lambda: log.read_text().count('"uploaded"') > uploaded, 60, "an upload after VM came back")
     finally:
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0
