@@ -38,11 +38,20 @@ from belabox_metrics.logs import mask_secrets
 from belabox_metrics.model import Labels, Sample, decode_labels, encode_labels
 from belabox_metrics.store.db import connect, transaction
 from belabox_metrics.store.migrations import migrate
+from belabox_metrics.store.progress import (
+    ABOVE_MARK_SQL,
+    IN_FRESH_SQL,
+    NO_KEY,
+    NOT_LATE_ANYWHERE_SQL,
+    Key,
+    Progress,
+    UploadState,
+    sent_everywhere,
+    state_from_row,
+)
 from belabox_metrics.store.schema import MIGRATIONS
 
-Key = tuple[int, int]  # (timestamp_ms, series_id)
 NUMERIC, TEXT = 0, 1
-NO_KEY: Key = (-(2**62), -1)
 LANES = (0, 1, 2, 3)  # priority classes P0 (first) ... P3
 DEFAULT_LANE = 2
 # An empty lane's mark is moved up to the newest sample once it trails by this much, so
@@ -87,22 +96,6 @@ class Claim(NamedTuple):
     region: str  # "late" | "fresh" | "backlog"
     rows: list[Row]
     lane: int = -1  # -1 for late rows (any lane)
-
-
-@dataclass(frozen=True)
-class UploadState:
-    mark: Key = NO_KEY
-    fresh_lo: Key | None = None
-    fresh_hi: Key | None = None
-
-    def is_sent(self, key: Key) -> bool:
-        if key <= self.mark:
-            return True
-        return self.fresh_lo is not None and self.fresh_hi is not None and self.fresh_lo <= key <= self.fresh_hi
-
-    @property
-    def highest(self) -> Key:
-        return max(self.mark, self.fresh_hi or NO_KEY)
 
 
 class DeadLetter(NamedTuple):
@@ -262,7 +255,7 @@ class SampleQueue:
                 continue  # the common case: newer than anything sent
             lane = self.lane_of(sid)
             sent_to = [d for d in destinations
-                       if (state := states.get((d, lane))) is not None and state.is_sent((ts, sid))]
+                       if (state := states.get((d, lane))) is not None and state.covers((ts, sid))]
             if sent_to and self.conn.execute(
                     "SELECT 1 FROM samples WHERE ts = ? AND series_id = ?", (ts, sid)).fetchone() is None:
                 late.extend((destination, ts, sid) for destination in sent_to)
@@ -348,10 +341,17 @@ class SampleQueue:
     def lane_states(self, destination: str) -> dict[int, UploadState]:
         return {lane: self.state(destination, lane) for lane in LANES}
 
-    def is_sent(self, destination: str, key: Key, states: dict[int, UploadState] | None = None) -> bool:
-        """Whether ``destination`` acknowledged the sample with ``key`` (late ones aside)."""
-        states = states if states is not None else self.lane_states(destination)
-        return states[self.lane_of(key[1])].is_sent(key)
+    def progress(self, destination: str) -> Progress:
+        """``destination``'s acknowledged ranges and late keys: ask it ``is_sent``."""
+        late = {(int(ts), int(sid)) for ts, sid in self.conn.execute(
+            "SELECT ts, series_id FROM late_samples WHERE destination = ?", (destination,))}
+        return Progress(self.lane_states(destination), late)
+
+    def is_sent(self, destination: str, key: Key, progress: Progress | None = None) -> bool:
+        """Whether ``destination`` acknowledged the sample with ``key`` (the one rule,
+        store/progress.py)."""
+        progress = progress if progress is not None else self.progress(destination)
+        return progress.is_sent(key, self.lane_of(key[1]))
 
     def _save_state(self, destination: str, lane: int, state: UploadState) -> None:
         lo = state.fresh_lo or (None, None)
@@ -608,14 +608,16 @@ class SampleQueue:
             "SELECT r.lane, COUNT(*) FROM late_samples l JOIN series r ON r.id = l.series_id "
             "WHERE l.destination = ? GROUP BY r.lane", (destination,)).fetchall())
         for lane, state in (states if states is not None else self._states_in_use(destination)).items():
+            # The sent rule counted, not listed: late rows lie inside the acknowledged
+            # ranges, so unsent = above the mark - in the fresh range + late.
             after_mark = int(self.conn.execute(
-                f"SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE}", (*state.mark, lane)
+                f"SELECT COUNT(*) FROM samples WHERE {ABOVE_MARK_SQL} AND {_IN_LANE}", (*state.mark, lane)
             ).fetchone()[0])
             in_fresh = 0
             if state.fresh_lo is not None and state.fresh_hi is not None:
                 in_fresh = int(self.conn.execute(
-                    f"SELECT COUNT(*) FROM samples WHERE (ts, series_id) >= (?, ?) AND (ts, series_id) <= (?, ?) "
-                    f"AND {_IN_LANE}", (*state.fresh_lo, *state.fresh_hi, lane),
+                    f"SELECT COUNT(*) FROM samples WHERE {IN_FRESH_SQL} AND {_IN_LANE}",
+                    (*state.fresh_lo, *state.fresh_hi, lane),
                 ).fetchone()[0])
             pending[lane] = after_mark - in_fresh + int(late_by_lane.get(lane, 0))
         return pending
@@ -650,15 +652,11 @@ class SampleQueue:
                 "SELECT s.ts, s.series_id, s.value FROM samples s JOIN series r ON r.id = s.series_id "
                 "WHERE r.name = ? ORDER BY s.ts DESC, s.series_id DESC LIMIT ?", (metric, last)
             ).fetchall()
-        states = self.lane_states(destination) if destination else {}
-        late = set()
-        if destination:
-            late = {(int(a), int(b)) for a, b in self.conn.execute(
-                "SELECT ts, series_id FROM late_samples WHERE destination = ?", (destination,))}
+        progress = self.progress(destination) if destination else None
         out = []
         for ts, sid, value in reversed(raw):
             row = self._row(ts, sid, value)
-            sent = destination is not None and self.is_sent(destination, row.key, states) and row.key not in late
+            sent = progress is not None and progress.is_sent(row.key, self.lane_of(sid))
             out.append((row, sent))
         return out
 
@@ -722,12 +720,12 @@ class SampleQueue:
                 return 0
             self.conn.executemany("INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)",
                                   [(ts, sid, value) for _, ts, sid, value in entries])
-            states = self.lane_states(destination)
+            progress = self.progress(destination)
             # Only keys the destination's progress counts as sent need the late list; any
-            # other is still pending and goes with its lane (never twice).
+            # other is still pending (with its lane, or late already) and goes once.
             self.conn.executemany(
                 "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)",
-                [(destination, ts, sid) for _, ts, sid, _ in entries if self.is_sent(destination, (ts, sid), states)])
+                [(destination, ts, sid) for _, ts, sid, _ in entries if self.is_sent(destination, (ts, sid), progress)])
             self.conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(i,) for i, *_ in entries])
         return len(entries)
 
@@ -767,9 +765,9 @@ class SampleQueue:
             for lane in self.lanes_in_use():
                 mark = min(self.state(d, lane).mark for d in destinations)
                 cutoff: Key = min(mark, (older_than_ms, -1))
+                # At or below every destination's mark and late for none: sent everywhere.
                 self.conn.execute(
-                    f"DELETE FROM samples WHERE (ts, series_id) <= (?, ?) AND {_IN_LANE} AND NOT EXISTS ("
-                    "SELECT 1 FROM late_samples l WHERE l.ts = samples.ts AND l.series_id = samples.series_id)",
+                    f"DELETE FROM samples WHERE NOT {ABOVE_MARK_SQL} AND {_IN_LANE} AND {NOT_LATE_ANYWHERE_SQL}",
                     (*cutoff, lane),
                 )
             return self.conn.total_changes - before
@@ -825,10 +823,8 @@ class SampleQueue:
                 if not rows:
                     break
                 last: Key = (int(rows[-1][0]), int(rows[-1][1]))
-                states = {d: self.lane_states(d) for d in destinations}
-                dropped_unsent += sum(
-                    1 for ts, sid in rows if any(not self.is_sent(d, (ts, sid), st) for d, st in states.items())
-                ) if states else len(rows)
+                progress = [self.progress(d) for d in destinations]
+                dropped_unsent += sum(1 for ts, sid in rows if not sent_everywhere(progress, (ts, sid), self.lane_of(sid)))
                 self.conn.execute("DELETE FROM samples WHERE (ts, series_id) <= (?, ?)", last)
                 self.conn.execute("DELETE FROM late_samples WHERE (ts, series_id) <= (?, ?)", last)
         return dropped_unsent
@@ -839,13 +835,6 @@ _new_tuple = tuple.__new__
 
 def _before(key: Key) -> Key:
     return (key[0], key[1] - 1)
-
-
-def state_from_row(row: Sequence[object]) -> UploadState:
-    mark = (int(row[0]), int(row[1]))  # type: ignore[call-overload]
-    lo = (int(row[2]), int(row[3])) if row[2] is not None else None  # type: ignore[call-overload]
-    hi = (int(row[4]), int(row[5])) if row[4] is not None else None  # type: ignore[call-overload]
-    return UploadState(mark, lo, hi)
 
 
 def _file_size(path: str) -> int:

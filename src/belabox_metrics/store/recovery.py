@@ -46,7 +46,8 @@ from urllib.parse import quote
 
 from belabox_metrics.logs import event
 from belabox_metrics.model import Sample, decode_labels
-from belabox_metrics.store.queue import NO_KEY, TEXT, Key, SampleQueue, UploadState, state_from_row
+from belabox_metrics.store.progress import NO_KEY, Key, Progress, UploadState, sent_everywhere, state_from_row
+from belabox_metrics.store.queue import TEXT, SampleQueue
 
 SIDECARS = ("-wal", "-shm")
 # quick_check reads the whole file: ~0.1 s per 50 MB from the page cache, 0.7 s cold on an
@@ -159,7 +160,7 @@ def quarantine_if_corrupt(path: str, log: logging.Logger, *, now: float | None =
             moved.append(aside + suffix)
     salvaged, skipped = 0, 0
     if salvage_into is not None and os.path.exists(aside):
-        event(log, logging.INFO, "salvaging unsent samples from the corrupt database", moved_to=aside)
+        event(log, logging.INFO, "salvaging unsent samples from the corrupt database", reading=aside)
         try:
             found = salvage_into(aside)
             salvaged, skipped = found if isinstance(found, tuple) else (found, 0)
@@ -188,17 +189,17 @@ def salvage(source: str, queue: SampleQueue) -> tuple[int, int]:
         for row in conn.execute(f"SELECT destination, {lane_column}, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, "
                                 "fresh_hi_ts, fresh_hi_sid FROM upload_state"):
             states.setdefault(str(row[0]), {})[int(row[1])] = state_from_row(row[2:])
-        late = {(str(d), int(ts), int(sid)) for d, ts, sid in
-                conn.execute("SELECT destination, ts, series_id FROM late_samples")}
+        late_of: dict[str, set[Key]] = {destination: set() for destination in states}
+        for d, ts, sid in conn.execute("SELECT destination, ts, series_id FROM late_samples"):
+            late_of.setdefault(str(d), set()).add((int(ts), int(sid)))
+        # The one sent rule (store/progress.py), over the damaged file's own progress.
+        progress = [Progress(by_lane, late_of.get(d, set())) for d, by_lane in states.items()]
 
-        def sent_everywhere(ts: int, sid: int) -> bool:
-            lane = lanes.get(sid, 2)
-            return bool(states) and all(
-                lane in by_lane and by_lane[lane].is_sent((ts, sid)) and (d, ts, sid) not in late
-                for d, by_lane in states.items())
+        def sent_to_all(ts: int, sid: int) -> bool:
+            return sent_everywhere(progress, (ts, sid), lanes.get(sid, 2))
 
         start: Key = min((st.mark for by_lane in states.values() for st in by_lane.values()), default=NO_KEY)
-        if any(ts <= start[0] for _, ts, _ in late):
+        if any(ts <= start[0] for keys in late_of.values() for ts, _ in keys):
             start = NO_KEY  # a late sample below every mark: read from the beginning
         copied = skipped = 0
         step_ms = 1
@@ -217,7 +218,7 @@ def salvage(source: str, queue: SampleQueue) -> tuple[int, int]:
             samples = []
             for ts, sid, value in rows:
                 known = series.get(int(sid))
-                if known is None or sent_everywhere(int(ts), int(sid)):
+                if known is None or sent_to_all(int(ts), int(sid)):
                     continue
                 name, labels, kind = known
                 if kind == TEXT:
