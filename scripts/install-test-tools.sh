@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the real components the test suite runs against (Debian/Ubuntu packages):
 # VictoriaMetrics (+vmagent, vmauth, vmalert), promtool, srt-live-transmit, systemd-analyze, node_exporter,
-# qemu-user-static (the aarch64 proof).
+# qemu-user-static (the aarch64 proof); Node + npm and build tools for the real upstream
+# servers of tests/realsrc/ (belaUI.js, OpenIRL srt-live-server), which it then prepares:
+# both are cached under $REALSRC_CACHE (default /tmp/realsrc-cache), so a second run costs ~1 s.
 # Needs root and apt-get; does nothing when everything is already there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 need=()
 command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
 command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
@@ -13,15 +16,39 @@ command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 # vmalert ships in Debian's victoria-metrics package; promtool in prometheus (alert rule tests).
 command -v vmalert >/dev/null 2>&1 || need+=(victoria-metrics)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
-fi
+# the real belaUI (tests/realsrc/belaui): node, npm, node headers and a compiler for bcrypt
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+[ -f /usr/include/node/node.h ] || [ -f "$(dirname "$(dirname "$(readlink -f "$(command -v node || echo /usr/bin/node)")")")/include/node/node.h" ] \
+  || need+=(libnode-dev)
+# OpenIRL srt-live-server (tests/realsrc/sls): built against Debian's libsrt
+command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1 || need+=(build-essential)
+[ -f /usr/include/srt/srt.h ] || need+=(libsrt-openssl-dev)
+[ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
+[ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
+[ -f /usr/include/openssl/crypto.h ] || need+=(libssl-dev)
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-test-tools: missing ${need[*]}; install them as root with apt-get" \
-       "(tests needing them are skipped outside CI)" >&2
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "install-test-tools: missing ${need[*]}; install them as root with apt-get" \
+         "(tests needing them are skipped outside CI)" >&2
+  fi
   exit 0
 fi
-echo "install-test-tools: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-test-tools: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Prepare the real servers once (idempotent, cached): belaUI's node modules with bcrypt built
+# from source (npm registry on the first run), and the sls binary.
+for script in tests/realsrc/belaui/setup.sh tests/realsrc/sls/build.sh; do
+  start=$(date +%s)
+  if out=$(sh "$script" 2>&1); then
+    echo "install-test-tools: $script ready in $(( $(date +%s) - start ))s: $(printf '%s\n' "$out" | tail -1)"
+  else
+    printf '%s\n' "$out" | tail -20 >&2
+    echo "install-test-tools: $script failed (the tests using it fail in CI)" >&2
+  fi
+done

@@ -1,7 +1,9 @@
-"""belaUI source against a websocket server of our own that enforces belaUI's protocol:
-no data before auth, `set_password` status when no password is set, persistent tokens,
-broadcasts only to clients active within a window (15 s in belaUI; shortened here, with the
-agent's keepalive shortened to match), and a restart in the middle of the test."""
+"""belaUI source against a websocket server of our own that plays belaUI's protocol with
+what the real belaUI sent (tests/fixtures/srt/belaui-real): no data before auth,
+`set_password` status when no password is set, persistent tokens, a wrong password answered
+only by the `auth` error notification, broadcasts only to clients active within a window (15 s
+in belaUI; shortened here, with the agent's keepalive shortened to match), and a restart in the
+middle of the test. tests/integration/test_belaui_real.py runs the real belaUI itself."""
 
 from __future__ import annotations
 
@@ -26,16 +28,24 @@ from belabox_metrics.collectors.base import CollectorError
 from belabox_metrics.collectors.srt import SrtCollector
 from belabox_metrics.model import Sample
 from tests.helpers import free_port
-from tests.unit.test_srt_support import fixture_text, make_collector, now_ms, one, pick
+from tests.unit.test_srt_support import FIXTURES, make_collector, now_ms, one, pick
 
 PASSWORD = "pw-Zq8v1-belaui"  # a test password: must never reach a log
-MESSAGES = [json.loads(line) for line in fixture_text("belaui_messages.jsonl").splitlines() if line]
-STATE_MESSAGES = [m for m in MESSAGES if "auth" not in m]
-# belaUI sends `sensors` and `netif` every second; the broadcast carries every sensor of the
-# fixtures at once (temperature as in the first two lines).
-SENSORS = {k: v for m in MESSAGES if "sensors" in m for k, v in m["sensors"].items()}
-SENSORS["SoC temperature"] = "52.7 °C"
-BROADCAST = [{"sensors": SENSORS}] + [m for m in STATE_MESSAGES if "netif" in m]
+
+
+def _capture(name: str) -> list[Any]:
+    lines = (FIXTURES / "belaui-real" / name).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["msg"] for line in lines if line and "msg" in json.loads(line)]
+
+
+# A token login while streaming with a persistent srtla error (relogin.jsonl): the burst
+# belaUI sends after its `auth` answer, then one of each of its per-second broadcasts.
+_RELOGIN = _capture("relogin.jsonl")
+_AUTH_AT = next(i for i, m in enumerate(_RELOGIN) if "auth" in m)
+STATE_MESSAGES = [m for m in _RELOGIN[_AUTH_AT + 1:] if "auth" not in m][:8]
+BROADCAST = [next(m for m in _RELOGIN[_AUTH_AT + 9:] if kind in m) for kind in ("sensors", "netif", "status")]
+WRONG_PASSWORD = [m for m in _capture("wrong_password.jsonl") if m["notification"]["show"]]
+UNKNOWN_TOKEN = [m for m in _capture("unknown_token.jsonl") if "auth" in m]
 
 
 @dataclass
@@ -55,6 +65,7 @@ class FakeBelaUi:
     password_logins: int = 0
     token_logins: int = 0
     failed_logins: int = 0
+    password_refusals: list[float] = field(default_factory=list)
     refused_unauthed: int = 0
     keepalives: int = 0
     connections: int = 0
@@ -93,12 +104,19 @@ class FakeBelaUi:
                 token = secrets.token_urlsafe(32)
                 self.tokens.add(token)
                 reply["auth_token"] = token
-        elif value.get("token") in self.tokens:
+        elif "token" in value and value.get("token") in self.tokens:
             self.token_logins += 1
             reply = {"success": True}
-        else:
+        elif "token" in value:
             self.failed_logins += 1
-            await client.ws.send_str(json.dumps({"auth": {"success": False}}))
+            for message in UNKNOWN_TOKEN:
+                await client.ws.send_str(json.dumps(message))
+            return
+        else:  # belaUI answers a wrong password only with its `auth` error notification
+            self.failed_logins += 1
+            self.password_refusals.append(time.monotonic())
+            for message in WRONG_PASSWORD:
+                await client.ws.send_str(json.dumps(message))
             return
         client.authed = True
         await client.ws.send_str(json.dumps({"auth": reply}))
@@ -217,35 +235,28 @@ def test_login_keepalive_restart_and_every_message(tmp_path: Path,
             token = token_file.read_text().strip()
             assert token in server.tokens
 
-            # Every message type of the fixtures, parsed.
+            # Every message type of the captures, parsed.
             assert one(samples, "belabox.streaming_live") == 1
-            assert one(samples, "belabox.modem_throughput_bytes_per_second",
-                       interface="usb0") == 98211
-            assert one(samples, "belabox.modem_throughput_bytes_per_second",
-                       interface="wwan0") == 0
-            assert one(samples, "belabox.interface_enabled", interface="wlan0") == 0
-            assert one(samples, "belabox.modem_signal_percent", modem="0") == 72
-            assert one(samples, "belabox.modem_roaming", modem="0") == 0
+            assert one(samples, "belabox.modem_throughput_bytes_per_second", interface="wwan0") in {
+                m["netif"]["wwan0"]["tp"] for m in [*STATE_MESSAGES, *BROADCAST] if "netif" in m}
+            assert one(samples, "belabox.interface_enabled", interface="wwan0") == 1
+            assert one(samples, "belabox.modems") == 1
+            assert one(samples, "belabox.modem_signal_percent", modem="0") == 71
+            assert one(samples, "belabox.modem_roaming", modem="0") == 1
             samples = wait_for(collector, lambda got: [s.value for s in pick(
                 got, "belabox.soc_temperature_celsius")] == [52.7], seen=seen)  # a broadcast
             assert one(samples, "belabox.soc_temperature_celsius") == pytest.approx(52.7)
-            assert one(samples, "belabox.soc_voltage_volts") == pytest.approx(5.012)
-            assert one(samples, "belabox.soc_current_amperes") == pytest.approx(1.236)
-            assert one(samples, "belabox.srt_ingest_bits_per_second") == 2_950_000
-            assert one(samples, "belabox.srt_ingest_rtt_seconds") == pytest.approx(0.023)
-            assert one(samples, "belabox.max_bitrate_bits_per_second") == 6_000_000
-            assert one(samples, "belabox.error_notifications_total", name="srtla") >= 1
+            assert one(samples, "belabox.max_bitrate_bits_per_second") == 4_200_000  # config at login
+            assert one(samples, "belabox.error_notifications_total", name="srtla") == 1
             texts = {(s.name, s.text) for s in seen if s.is_text}
-            assert ("belabox.modem_network", "T-Mobile") in texts
+            assert ("belabox.modem_network", "RealsrcNet") in texts
             assert ("belabox.modem_technology", "4G") in texts
             assert ("belabox.modem_connection", "connected") in texts
-            assert ("belabox.revision", "79fe2a8") in texts
-            assert ("belabox.notification",
-                    "All SRTLA connections failed. Trying to reconnect...") in texts
-            # The voltage/current variant of `sensors` arrived in the initial status.
+            assert ("belabox.revision", "realsrc-stub-srtla-1") in texts
+            assert ("belabox.notification", "Failed to connect to the SRTLA server. Retrying...") in texts
             source_obj = collector.runtimes[0].source
             assert source_obj is not None
-            assert source_obj.state.unknown_types == set()  # type: ignore[attr-defined]
+            assert source_obj.state.unknown_types <= {"pipelines", "acodecs"}  # type: ignore[attr-defined]
 
             # Keepalive: data keeps flowing well past the server's activity window.
             broadcasts = server.broadcasts
@@ -293,19 +304,51 @@ def test_without_keepalive_broadcasts_stop_and_the_source_goes_stale(tmp_path: P
             collector.close()
 
 
-def test_wrong_password_no_password_set_and_open_permissions(tmp_path: Path) -> None:
-    secret(tmp_path / "belaui-password", "not-the-password")
-    with belaui_server() as (server, _thread):
-        collector = make_collector([source(server.port, tmp_path)])
+def wait_error(collector: SrtCollector, words: str, seconds: float = 10.0) -> str:
+    deadline = time.monotonic() + seconds
+    last = ""
+    while time.monotonic() < deadline:
         try:
-            time.sleep(0.7)
-            with pytest.raises(CollectorError, match="refused the password"):
-                collector.collect(now_ms())
-            assert server.failed_logins >= 1
+            collector.collect(now_ms())
+        except CollectorError as exc:
+            last = str(exc)
+            if words in last:
+                return last
+        time.sleep(0.05)
+    raise AssertionError(f"no error with {words!r} in {seconds}s (last: {last!r})")
+
+
+def test_wrong_password_is_named_with_the_fix_and_backs_off_until_the_file_changes(
+        tmp_path: Path) -> None:
+    password_file = secret(tmp_path / "belaui-password", "not-the-password")
+    with belaui_server() as (server, _thread):
+        collector = make_collector([source(server.port, tmp_path, backoff_max="30s")])
+        try:
+            error = wait_error(collector, "refused the password")
+            assert "did not answer" not in error
+            assert f"write the belaUI web UI password into {password_file}" in error
+            assert "metrics[0].sources[0].password_file" in error
+            assert "not-the-password" not in error
             assert not (tmp_path / "belaui-token").exists()
+            # no retry storm of bcrypt checks: one attempt while the file stays the same
+            first = server.password_refusals[0]
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline:
+                assert len(server.password_refusals) == 1, server.password_refusals
+                time.sleep(0.05)
+            assert time.monotonic() - first >= 2.5
+            # the operator fixes the file: the agent logs in at once, not after 30 s
+            secret(password_file, PASSWORD)
+            fixed = time.monotonic()
+            wait_for(collector, has("belabox.soc_temperature_celsius"), seconds=10)
+            assert time.monotonic() - fixed < 5
+            assert server.password_logins == 1
         finally:
             collector.close()
 
+
+def test_no_password_set_and_open_permissions(tmp_path: Path) -> None:
+    secret(tmp_path / "belaui-password", PASSWORD)
     with belaui_server(password=None) as (server, _thread):
         collector = make_collector([source(server.port, tmp_path)])
         try:

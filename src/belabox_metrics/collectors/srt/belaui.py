@@ -7,6 +7,13 @@ last 15 s, hence ``{"keepalive":null}`` every 10 s). A background thread per sou
 connection and the latest state; ``poll`` turns that state into samples, or into an error
 when it is stale.
 
+What belaUI really sends (captured from the real belaUI.js, tests/fixtures/srt/belaui-real):
+``status.modems`` every second is the whole modem list (a modem's full description when it
+appears, then only its ``status``; an unplugged modem is simply absent); ``config`` at every
+login carries ``max_br`` (kbps), ``bitrate`` only follows another client's change; a wrong
+password gets no ``auth`` answer, only ``notification {name: "auth", type: "error"}``; a
+persistent notification is re-sent up to once a second and at every login.
+
 Secrets: the password and the token are read from 0600 files, sent only inside the auth
 message, and never logged (no message content is ever logged).
 """
@@ -53,6 +60,7 @@ SOC_CURRENT = "belabox.soc_current_amperes"
 INGEST_RATE = "belabox.srt_ingest_bits_per_second"
 INGEST_RTT = "belabox.srt_ingest_rtt_seconds"
 MAX_BITRATE = "belabox.max_bitrate_bits_per_second"
+MODEMS = "belabox.modems"
 ERROR_NOTIFICATIONS = "belabox.error_notifications_total"
 NOTIFICATION = "belabox.notification"
 REVISION = "belabox.revision"
@@ -69,6 +77,20 @@ _SCALE = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
 
 class AuthFailed(Exception):
     """belaUI refused us; retrying quickly will not help (message safe to log)."""
+
+
+class PasswordRefused(AuthFailed):
+    """belaUI answered the password with its `auth` error notification."""
+
+
+@dataclass
+class Incident:
+    """One notification as belaUI shows it: from its first `show` until it is removed or its
+    `duration` (seconds; 0 = until removed) has run out since it was last shown."""
+
+    last_seen: float
+    duration: float
+    msg: str
 
 
 # -- pure parsing ---------------------------------------------------------------------------
@@ -121,8 +143,11 @@ class BelaUiState:
     revisions: dict[str, str] = field(default_factory=dict)
     error_notifications: dict[str, int] = field(default_factory=dict)
     new_notifications: list[tuple[str, str, str]] = field(default_factory=list)
+    incidents: dict[tuple[str, str], Incident] = field(default_factory=dict)
+    password_refused: bool = False
     last_message_at: float | None = None
     set_password_required: bool = False
+    modems_known: bool = False
     unknown_types: set[str] = field(default_factory=set)
 
     def apply(self, message: Any, now: float) -> dict[str, Any] | None:
@@ -142,14 +167,16 @@ class BelaUiState:
             elif kind == "netif" and isinstance(data, Mapping):
                 self.netif = {str(k): v for k, v in data.items() if isinstance(v, Mapping)}
                 self.netif_at = now
-            elif kind == "bitrate" and isinstance(data, Mapping):
+            elif kind in ("bitrate", "config") and isinstance(data, Mapping):
+                # `config` at every login (the whole config: only max_br is read, nothing
+                # else of it is kept); `bitrate` when another client changes it mid-stream
                 max_br = data.get("max_br")
-                if isinstance(max_br, (int, float)) and not isinstance(max_br, bool):
+                if isinstance(max_br, (int, float)) and not isinstance(max_br, bool) and max_br > 0:
                     self.max_bitrate_kbps = float(max_br)
             elif kind == "revisions" and isinstance(data, Mapping):
                 self.revisions = {str(k): str(v) for k, v in data.items()}
             elif kind == "notification" and isinstance(data, Mapping):
-                self._apply_notification(data)
+                self._apply_notification(data, now)
             else:
                 self.unknown_types.add(str(kind)[:40])
         return auth
@@ -159,18 +186,26 @@ class BelaUiState:
             self.set_password_required = True
         modems = data.get("modems")
         if isinstance(modems, Mapping):
-            for modem_id, info in modems.items():
-                if info is None:
-                    self.modems.pop(str(modem_id), None)
-                elif isinstance(info, Mapping):
-                    merged = self.modems.setdefault(str(modem_id), {})
-                    inner = info.get("status")
-                    merged.update({k: v for k, v in info.items() if k != "status"})
-                    if isinstance(inner, Mapping):
-                        merged.update(inner)
+            # belaUI sends the whole current list every second (a modem's full description
+            # when it appears, then only its `status`): a modem absent from it is gone.
+            listed = {str(k): v for k, v in modems.items() if isinstance(v, Mapping)}
+            for gone in set(self.modems) - set(listed):
+                del self.modems[gone]
+            for modem_id, info in listed.items():
+                merged = self.modems.setdefault(modem_id, {})
+                inner = info.get("status")
+                merged.update({k: v for k, v in info.items() if k != "status"})
+                if isinstance(inner, Mapping):
+                    merged.update(inner)
+            self.modems_known = True
         self.status.update({k: v for k, v in data.items() if k != "modems"})
 
-    def _apply_notification(self, data: Mapping[str, Any]) -> None:
+    def _apply_notification(self, data: Mapping[str, Any], now: float) -> None:
+        removed = data.get("remove")
+        if isinstance(removed, list):
+            for name in removed:
+                for key in [k for k in self.incidents if k[0] == str(name)[:40]]:
+                    del self.incidents[key]
         shown = data.get("show")
         if not isinstance(shown, list):
             return
@@ -180,14 +215,38 @@ class BelaUiState:
             name = str(note.get("name", ""))[:40]
             kind = str(note.get("type", ""))[:20]
             msg = str(note.get("msg", ""))[:300]
+            if name == "auth" and kind == "error":
+                self.password_refused = True  # belaUI's only answer to a wrong password
+            duration = note.get("duration")
+            seconds = float(duration) if isinstance(duration, (int, float)) and not isinstance(
+                duration, bool) and duration > 0 else 0.0
+            key = (name, kind)
+            current = self.incidents.get(key)
+            live = current is not None and (current.duration == 0
+                                            or now - current.last_seen <= current.duration + 1.0)
+            # belaUI re-sends a persistent notification up to once a second while its cause
+            # lasts, and again at every login: those repeats are one incident. A one-off
+            # (not persistent) notification is an incident of its own each time.
+            if note.get("is_persistent") is True and live and current is not None:
+                current.last_seen = now
+                current.duration = seconds
+                if current.msg != msg:
+                    current.msg = msg
+                    self.new_notifications.append((name, kind, msg))
+                continue
+            if note.get("is_persistent") is True:
+                self.incidents[key] = Incident(now, seconds, msg)
             if kind == "error":
                 self.error_notifications[name] = self.error_notifications.get(name, 0) + 1
             self.new_notifications.append((name, kind, msg))
         del self.new_notifications[:-20]
 
     def reset_session(self) -> None:
-        """A new connection re-sends the full state: forget per-session parts."""
+        """A new connection re-sends the full state: forget per-session parts (not the
+        incidents: a login re-sends the notifications that are still shown)."""
         self.modems.clear()
+        self.modems_known = False
+        self.password_refused = False
         self.netif = {}
         self.netif_at = None
         self.sensors_at = None
@@ -210,6 +269,8 @@ def state_samples(state: BelaUiState, now_ms: int, now: float, fresh_s: float) -
             enabled = info.get("enabled")
             if isinstance(enabled, bool):
                 out.append(Sample(INTERFACE_ENABLED, 1.0 if enabled else 0.0, now_ms, labels))
+    if state.modems_known:
+        out.append(Sample(MODEMS, float(len(state.modems)), now_ms, base))
     for modem_id, info in sorted(state.modems.items()):
         labels = make_labels(source=TYPE, modem=modem_id)
         signal = parse_signal(info.get("signal"))
@@ -295,8 +356,9 @@ class BelaUiSource:
     type = TYPE
 
     def __init__(self, options: Options, *, timeout: float = 2.0,
-                 log: logging.Logger | None = None, start: bool = True) -> None:
+                 log: logging.Logger | None = None, start: bool = True, key: str = "") -> None:
         self.options = options
+        self.key = key
         self.timeout = timeout
         self.log = log or logging.getLogger("belabox_metrics.srt.belaui")
         self.state = BelaUiState()
@@ -366,6 +428,10 @@ class BelaUiSource:
 
     def _thin_text(self, samples: list[Sample], now: float, now_ms: int) -> list[Sample]:
         out: list[Sample] = []
+        # a series that is gone (an unplugged modem) is said again at once when it returns
+        present = {(s.name, s.labels) for s in samples if s.is_text}
+        for key in [k for k in self.text_sent if k not in present]:
+            del self.text_sent[key]
         for sample in samples:
             if sample.is_text:
                 key = (sample.name, sample.labels)
@@ -388,8 +454,12 @@ class BelaUiSource:
         rng = random.Random()
         while not self.stop_event.is_set():
             was_authed = False
+            refused = False
             try:
                 was_authed = self._session()
+            except PasswordRefused as exc:
+                refused = True
+                self._set_problem(str(exc), warn=True)
             except AuthFailed as exc:
                 self._set_problem(str(exc), warn=True)
             except (OSError, WebSocketError, ValueError) as exc:
@@ -404,8 +474,29 @@ class BelaUiSource:
             delay = min(self.options.backoff_max,
                         self.options.backoff_initial * (2 ** min(attempt, 16)))
             delay *= 0.5 + rng.random() * 0.5  # jitter: many boxes must not retry in step
+            if refused:
+                # The same password will be refused again: wait for the operator to fix the
+                # file (or the longest backoff), not a fast retry loop of bcrypt checks.
+                self._wait_for_password_change(self.options.backoff_max)
+                continue
             self.log.debug("belaui reconnecting in %.2fs", delay)
             self.stop_event.wait(delay)
+
+    def _password_file_stamp(self) -> tuple[float, int, int] | None:
+        try:
+            st = os.stat(self.options.password_file)
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_size, st.st_ino)
+
+    def _wait_for_password_change(self, limit: float) -> None:
+        stamp = self._password_file_stamp()
+        deadline = time.monotonic() + limit
+        while not self.stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._password_file_stamp() != stamp:
+                return
+            self.stop_event.wait(min(left, 0.5))
 
     def _set_problem(self, problem: str, *, warn: bool) -> None:
         with self.lock:
@@ -456,9 +547,9 @@ class BelaUiSource:
         self.log.debug("belaui: logging in with the password")
         self._send(ws, {"auth": {"password": password, "persistent_token": True}})
         del password
-        reply = self._await_auth(ws)
+        reply = self._await_auth(ws, password_login=True)
         if reply.get("success") is not True:
-            raise AuthFailed("belaUI refused the password (check password_file)")
+            raise PasswordRefused(self._refused_message())
         with self.lock:
             self.password_logins += 1
         new_token = reply.get("auth_token")
@@ -479,8 +570,15 @@ class BelaUiSource:
         except SourceError as exc:
             raise AuthFailed(str(exc)) from None
 
-    def _await_auth(self, ws: WebSocket) -> dict[str, Any]:
-        deadline = time.monotonic() + max(self.timeout, 1.0)
+    def _refused_message(self) -> str:
+        where = f"{self.key}.password_file" if self.key else "password_file"
+        return (f"belaUI refused the password: write the belaUI web UI password into "
+                f"{self.options.password_file} ({where}; one line, mode 0600); "
+                f"retrying when that file changes, or in {self.options.backoff_max:g}s")
+
+    def _await_auth(self, ws: WebSocket, *, password_login: bool = False) -> dict[str, Any]:
+        # bcrypt on a loaded box takes a while: give the password check a few seconds
+        deadline = time.monotonic() + max(self.timeout, 5.0 if password_login else 1.0)
         while not self.stop_event.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -491,8 +589,12 @@ class BelaUiSource:
             auth = self._apply(raw)
             with self.lock:
                 needs_password = self.state.set_password_required
+                refused = self.state.password_refused
             if needs_password:
                 raise AuthFailed("belaUI has no password set yet: set one in the web UI first")
+            if refused and password_login:
+                # belaUI answers a wrong password only with notification {name: "auth"}
+                raise PasswordRefused(self._refused_message())
             if auth is not None:
                 return auth
         raise AuthFailed("stopping")
@@ -533,7 +635,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def build(options: Options, ctx: SourceBuildContext) -> BelaUiSource:
-    return BelaUiSource(options, timeout=ctx.timeout, log=ctx.log)
+    return BelaUiSource(options, timeout=ctx.timeout, log=ctx.log, key=ctx.key)
 
 
 SOURCE = register_source(SourceType(

@@ -1,0 +1,216 @@
+"""Run the real upstream servers of tests/realsrc/ on loopback: the unmodified belaUI.js
+(Node, hardware stubbed) and OpenIRL srt-live-server built from source.
+
+The setup/build scripts are idempotent and cache under $REALSRC_CACHE (default: a
+realsrc-cache directory in the temp dir); `scripts/install-test-tools.sh` runs them in CI.
+Tests call `belaui_app()` / `sls_binary()`, which skip with the reason on a dev box that
+cannot run them and fail when CI=true.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from belabox_metrics.collectors.srt.websocket import WebSocket
+
+HERE = Path(__file__).resolve().parent
+IN_CI = os.environ.get("CI") == "true"
+
+
+def _unavailable(message: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{message}: CI must provide it (scripts/install-test-tools.sh)")
+    pytest.skip(message)
+
+
+def _script_output(script: Path, what: str, timeout: float) -> str:
+    try:
+        proc = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _unavailable(f"{what}: {script.name} took over {timeout:g}s")
+        raise AssertionError("unreachable") from None
+    if proc.returncode != 0:
+        _unavailable(f"{what}: {script.name} failed: {proc.stderr.strip()[-400:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def belaui_app() -> Path:
+    """The prepared belaUI directory (setup.sh; needs root for its mount namespace)."""
+    if os.geteuid() != 0:
+        _unavailable("the real belaUI needs root (it runs in a private mount namespace)")
+    for tool in ("node", "npm", "unshare"):
+        if shutil.which(tool) is None:
+            _unavailable(f"the real belaUI needs `{tool}` (Debian packages nodejs npm util-linux)")
+    return Path(_script_output(HERE / "belaui" / "setup.sh", "belaUI setup", 900))
+
+
+def sls_binary() -> Path:
+    """The built OpenIRL srt-live-server binary (build.sh)."""
+    if not (Path("/usr/include/srt/srt.h").exists() and shutil.which("g++")):
+        _unavailable("building OpenIRL srt-live-server needs libsrt-openssl-dev and g++")
+    return Path(_script_output(HERE / "sls" / "build.sh", "srt-live-server build", 1500))
+
+
+@dataclass
+class BelaUi:
+    """One real belaUI on 127.0.0.1:port, with its hardware state files under run/state."""
+
+    app: Path
+    run: Path
+    port: int
+    temp_millic: int = 52700
+    hw: str = "rk3588"
+    ina3221: tuple[int, int] | None = None  # (mV, mA) of a Jetson's power monitor
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state = self.run / "state"
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.run / "belaui.log"
+        self.set_modem(True)
+        (self.state / "signal").write_text("71\n")
+        (self.state / "tx_rate").write_text("250000\n")
+        (self.state / "tx_t0_ms").write_text(f"{int(time.time() * 1000)}\n")
+        (self.run / "setup.json").write_text(json.dumps({
+            "hw": self.hw, "belacoder_path": f"{self.app}/hw/belacoder/",
+            "srtla_path": f"{self.app}/hw/srtla/",
+            "bitrate_file": str(self.state / "belacoder_br"),
+            "ips_file": str(self.state / "srtla_ips")}))
+        if not (self.run / "config.json").exists():
+            (self.run / "config.json").write_text(json.dumps({"asrc": "USB audio"}))
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def set_modem(self, present: bool) -> None:
+        path = self.state / "modem_present"
+        if present:
+            path.touch()
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def set_srtla_error(self, text: str | None) -> None:
+        path = self.state / "srtla_error"
+        if text is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        else:
+            path.write_text(text)
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = dict(os.environ)
+        if self.ina3221 is not None:
+            env["REALSRC_INA3221"] = f"{self.ina3221[0]} {self.ina3221[1]}"
+        with self.log_path.open("ab") as log:
+            # unshare, sh and launch.py all exec: the pid is node's
+            self.proc = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", str(self.app / "run-ns.sh"),
+                 str(self.app), str(self.run), str(self.port), str(self.temp_millic)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.run, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"belaUI exited with {self.proc.returncode}: {self.log_tail()}")
+            with contextlib.suppress(OSError):
+                WebSocket.connect(self.url, 1.0).close()
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"belaUI did not accept a websocket in {timeout:g}s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-1500:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("/tmp/belacoder_pipeline")  # belaUI's hard-coded pipeline path
+
+
+class Client:
+    """A websocket client speaking belaUI's protocol, recording what it receives."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.ws = WebSocket.connect(url, timeout)
+        self.t0 = time.monotonic()
+        self.received: list[tuple[float, Any]] = []
+
+    def send(self, message: Any) -> None:
+        self.ws.send_text(json.dumps(message, separators=(",", ":")))
+
+    def pump(self, seconds: float, *, keepalive: float = 5.0) -> list[Any]:
+        """Receive for `seconds`, sending keepalives; returns the messages of this call."""
+        got: list[Any] = []
+        end = time.monotonic() + seconds
+        next_keepalive = time.monotonic() + keepalive
+        while (left := end - time.monotonic()) > 0:
+            if time.monotonic() >= next_keepalive:
+                self.send({"keepalive": None})
+                next_keepalive = time.monotonic() + keepalive
+            raw = self.ws.recv(min(left, 0.25))
+            if raw is not None:
+                message = json.loads(raw)
+                self.received.append((time.monotonic() - self.t0, message))
+                got.append(message)
+        return got
+
+    def until(self, check: Any, timeout: float, what: str) -> Any:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for message in self.pump(0.25):
+                if check(message):
+                    return message
+        raise TimeoutError(f"belaUI sent no {what} in {timeout:g}s")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def set_password(url: str, password: str) -> None:
+    """What the web page does on a fresh box: set the password, then log in with it."""
+    client = Client(url)
+    try:
+        client.until(lambda m: isinstance(m.get("status"), dict) and m["status"].get("set_password"),
+                     15, "status.set_password")
+        client.send({"config": {"password": password}})
+        client.send({"auth": {"password": password, "persistent_token": False}})
+        client.until(lambda m: isinstance(m.get("auth"), dict) and m["auth"].get("success"), 15,
+                     "auth success")
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def running_belaui(run: Path, port: int, *, password: str | None = None,
+                   temp_millic: int = 52700) -> Iterator[BelaUi]:
+    server = BelaUi(belaui_app(), run, port, temp_millic=temp_millic)
+    server.start()
+    try:
+        if password is not None:
+            set_password(server.url, password)
+        yield server
+    finally:
+        server.stop()
