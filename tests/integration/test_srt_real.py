@@ -57,6 +57,8 @@ class LossyRelay:
     data_seen: int = 0
     data_dropped: int = 0
     retransmits_seen: int = 0
+    originals_seen: int = 0
+    originals_dropped: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -84,16 +86,25 @@ class LossyRelay:
             caller = addr
             if data and not data[0] & 0x80:  # SRT data packet (control packets have F=1)
                 self.data_seen += 1
-                if len(data) > 4 and data[4] & 0x04:
+                original = not (len(data) > 4 and data[4] & 0x04)  # R flag: a retransmission
+                if original:
+                    self.originals_seen += 1
+                else:
                     self.retransmits_seen += 1
                 if self.rng.random() < self.drop_share:
                     self.data_dropped += 1
+                    self.originals_dropped += original
                     continue
             self.sock.sendto(data, target)
 
     @property
     def real_drop_percent(self) -> float:
         return 100.0 * self.data_dropped / self.data_seen
+
+    @property
+    def original_drop_percent(self) -> float:
+        """The share of original packets (not retransmissions) dropped: SRT's loss."""
+        return 100.0 * self.originals_dropped / self.originals_seen
 
     def close(self) -> None:
         self.stop.set()
@@ -171,7 +182,7 @@ def run_link(tool: str, tmp: Path, drop_share: float) -> RunResult:
         feeder.join(timeout=5)
         time.sleep(1.0)  # let the last retransmissions and reports land
         _poll(collector, samples)
-        return RunResult(relay.real_drop_percent, relay.data_seen, relay.data_dropped,
+        return RunResult(relay.original_drop_percent, relay.data_seen, relay.data_dropped,
                          fed_box[0] if fed_box else 0, samples)
     finally:
         stop.set()
@@ -235,7 +246,9 @@ def test_loss_rtt_retransmits_and_rate_from_real_srt(tmp_path: Path) -> None:
     recv = {"stream": "receiver", "direction": "receive"}
     received = last(lossy.samples, "srt.packets_received_total", **recv)
     lost = last(lossy.samples, "srt.packets_lost_total", **recv)
-    agent_loss = 100.0 * lost / (received + lost)
+    retransmitted = last(lossy.samples, "srt.packets_retransmitted_total", **recv)
+    # SRT's definition: lost / originals (received counts the retransmissions that recovered them)
+    agent_loss = 100.0 * lost / (received - retransmitted + lost)
     print(f"lossy: relay dropped {lossy.dropped}/{lossy.data_seen} data packets = "
           f"{lossy.relay_drop_percent:.2f} %; agent: lost {lost:.0f}, received {received:.0f} "
           f"= {agent_loss:.2f} %; fed {lossy.fed} datagrams in {elapsed:.1f} s")

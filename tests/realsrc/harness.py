@@ -15,6 +15,8 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,3 +216,127 @@ def running_belaui(run: Path, port: int, *, password: str | None = None,
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class Sls:
+    """OpenIRL srt-live-server on loopback: HTTP API, a publisher and a player port, its
+    SQLite database and the admin API key it generates on the first start."""
+
+    binary: Path
+    run: Path
+    http_port: int
+    publisher_port: int
+    player_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    admin_key: str | None = None
+
+    def __post_init__(self) -> None:
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.run / "sls.log"
+        (self.run / "sls.conf").write_text(f"""srt {{
+    worker_threads 1;
+    worker_connections 300;
+    http_port {self.http_port};
+    log_level info;
+    database_path {self.run / 'sls.db'};
+    server {{
+        listen_player {self.player_port};
+        listen_publisher {self.publisher_port};
+        latency_min 100;
+        latency_max 5000;
+        idle_streams_timeout 10;
+        backlog 100;
+    }}
+}}
+""")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("ab") as log:
+            # sls logs with printf: line-buffered so the generated key is readable at once
+            self.proc = subprocess.Popen(["stdbuf", "-oL", str(self.binary), "-c", str(self.run / "sls.conf")],
+                                         stdout=log, stderr=subprocess.STDOUT, cwd=self.run)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sls exited with {self.proc.returncode}: {self.log_tail()}")
+            text = self.log_path.read_text(errors="replace")
+            marker = "Generated default admin API key: "
+            if marker in text and self.admin_key is None:
+                self.admin_key = text.split(marker, 1)[1].split()[0]
+            if self.admin_key is not None:
+                import socket
+
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.http_port), 1):
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"sls did not come up in {timeout:g}s: {self.log_tail()}")
+
+    def map_stream(self, publisher: str, player: str) -> None:
+        body = json.dumps({"publisher": publisher, "player": player}).encode()
+        request = urllib.request.Request(f"{self.url}/api/stream-ids", data=body, method="POST",
+                                         headers={"Authorization": f"Bearer {self.admin_key}",
+                                                  "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status in (200, 201), answer.status
+
+    def get(self, path: str) -> Any:
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read())
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-1500:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("/tmp/sls/pid.txt")  # sls's hard-coded pid file
+
+
+NULL_TS = (bytes([0x47, 0x1F, 0xFF, 0x10]) + b"\xff" * 184) * 7  # 7 MPEG-TS null packets
+
+
+class Feeder:
+    """An "encoder": `rate` datagrams/s of MPEG-TS null packets to a UDP port, paced."""
+
+    def __init__(self, port: int, rate: int = 250) -> None:
+        import socket
+        import threading
+
+        self.port, self.rate, self.sent = port, rate, 0
+        self.stop_event = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        while not self.stop_event.is_set():
+            delay = start + self.sent / self.rate - time.monotonic()
+            if delay > 0:
+                self.stop_event.wait(delay)
+            with contextlib.suppress(OSError):  # nobody listening yet: the encoder keeps going
+                self.sock.sendto(NULL_TS, ("127.0.0.1", self.port))
+            self.sent += 1
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+        self.sock.close()

@@ -82,7 +82,9 @@ def test_interval_records_accumulate_into_totals(tmp_path: Path) -> None:
     assert one(samples, "srt.packets_lost_total", **labels) == 3
     assert one(samples, "srt.packets_retransmitted_total", **labels) == 3
     assert one(samples, "srt.packets_dropped_total", **labels) == 2
-    assert one(samples, "srt.packet_loss", **labels) == pytest.approx(100 * 3 / 303)
+    # SRT's definition: lost / original packets (300 received include 3 retransmissions
+    # that recovered the 3 lost ones): 1 %, not 3 / 303
+    assert one(samples, "srt.packet_loss", **labels) == pytest.approx(100 * 3 / (300 - 3 + 3))
     assert one(samples, "srt.rtt_seconds", stream="uplink") == pytest.approx(0.000085)
     assert one(samples, "srt.receive_rate_bits_per_second") == pytest.approx(3.01243e6)
     assert one(samples, "srt.buffer_seconds", direction="receive") == pytest.approx(0.196)
@@ -111,7 +113,8 @@ def test_cumulative_records_and_restart(tmp_path: Path) -> None:
     samples = collector.collect(now + 1000)
     assert one(samples, "srt.packets_received_total") == 1855
     assert one(samples, "srt.packets_lost_total") == 59
-    assert one(samples, "srt.packet_loss") == pytest.approx(100 * 59 / (1855 + 59))
+    # the real capture: 1855 received (packetsUnique 1855) with 59 retransmissions, 59 lost
+    assert one(samples, "srt.packet_loss") == pytest.approx(100 * 59 / 1855)
     append(stats, with_counts(RECV_CUMULATIVE, "recv", packets=2055, packetsLost=61))
     samples = collector.collect(now + 2000)
     assert one(samples, "srt.packets_received_total") == 2055
@@ -140,7 +143,8 @@ def test_stale_file_is_an_error_not_a_zero(tmp_path: Path) -> None:
     samples = collector.collect(now + 2000)
     assert one(samples, "srt.packets_sent_total", direction="send") == 203
     assert one(samples, "srt.send_rate_bits_per_second") == pytest.approx(3.07251e6)
-    assert one(samples, "srt.packet_loss", direction="send") == pytest.approx(100 * 4 / 207)
+    # 203 sent = 199 originals (packetsUnique) + 4 retransmissions of the 4 reported lost
+    assert one(samples, "srt.packet_loss", direction="send") == pytest.approx(100 * 4 / 199)
     with pytest.raises(CollectorError, match="no new stats record"):
         collector.collect(now + 9000)
     assert collector.errors == {"srt-live-transmit#0": 2}

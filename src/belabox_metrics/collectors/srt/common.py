@@ -159,8 +159,10 @@ def basic_authorization(credentials_file: str | None) -> str | None:
 def loss_percent(lost: float, delivered: float) -> float | None:
     """Loss over an interval: 100 × lost / (delivered + lost); None when nothing moved.
 
-    ``delivered`` is packets sent (sender side) or received (receiver side) in the same
-    interval. No packets means no loss figure, never a fake 0 %.
+    ``delivered`` must count each original packet once: SRT's receiver counts
+    (pktRecv) include the retransmissions that recovered the lost ones (pktRcvRetrans),
+    so callers pass received − retransmitted (SRT's statistics.md: pktRcvLoss counts only
+    original packets). No packets means no loss figure, never a fake 0 %.
     """
     total = delivered + lost
     if total <= 0 or lost < 0 or delivered < 0:
@@ -301,7 +303,11 @@ def counter_samples(totals: Totals, labels: tuple[tuple[str, str], ...], directi
                totals.add(PACKETS_DROPPED_TOTAL, dir_labels, deltas.dropped), now_ms, dir_labels),
     ]
     if with_loss:
-        loss = loss_percent(deltas.lost, deltas.packets)
+        # lost / original packets: packets counts retransmissions too; on the sender the
+        # lost ones are among the originals sent, on the receiver they never arrived
+        originals = deltas.packets - deltas.retransmitted
+        delivered = originals - deltas.lost if direction == SEND else originals
+        loss = loss_percent(deltas.lost, max(delivered, 0.0))
         if loss is not None:
             out.append(Sample(LOSS, loss, now_ms, dir_labels))
     return out

@@ -37,6 +37,9 @@ from belabox_metrics.validation import Reader
 
 TYPE = "mediamtx"
 LIST_PATH = "/v3/srtconns/list"
+# SRT counters the agent needs; MediaMTX before 1.6 lists connections without them
+SRT_FIELDS = ("packetsReceived", "packetsReceivedLoss", "packetsReceivedRetrans",
+              "packetsReceivedDrop")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ def parse_srtconns(payload: Any) -> list[SrtConn]:
     for raw in items:
         where = "items[…]"
         item = obj(raw, where)
+        missing = [k for k in SRT_FIELDS if k not in item]
+        if missing:
+            raise SourceError(
+                f"{where} has no {', '.join(missing)}: MediaMTX before 1.6 does not report SRT "
+                "packet counters in /v3/srtconns/list; upgrade MediaMTX to 1.6 or later")
         out.append(SrtConn(
             id=str(item.get("id", "")),
             path=str(item.get("path", "")),
