@@ -106,10 +106,57 @@ def test_srtla_prometheus_metrics() -> None:
         server.set("/metrics", SRTLA, content_type="text/plain")
         samples = make_collector([{"type": "srtla-prom",
                                    "url": f"http://127.0.0.1:{server.port}/metrics"}]).collect(now_ms())
-        link = {"group": "44123", "remote": "203.0.113.5:51000"}
+        link = {"group": "44123", "link": "1"}
         assert one(samples, "srtla.conn_packets_lost_total", **link) == 42
         assert one(samples, "srtla.conn_rtt_seconds", **link) == pytest.approx(0.087)
         assert one(samples, "srtla.connections") == 3
+        assert all(s.label("remote") is None for s in samples)  # no IP:port label at all
+
+
+def srtla_links(links: dict[str, tuple[float, float, float]]) -> str:
+    """The fixture's per-link series for links remote -> (rtt ms, window, in flight)."""
+    lines = ["srtla_groups 1", f"srtla_connections {len(links)}"]
+    for remote, (rtt, window, in_flight) in links.items():
+        where = f'{{group="44123",remote="{remote}"}}'
+        lines += [f"srtla_conn_bytes_received_total{where} 1000", f"srtla_conn_packets_lost_total{where} 4",
+                  f"srtla_conn_rtt_ms{where} {rtt:g}", f"srtla_conn_window{where} {window:g}",
+                  f"srtla_conn_in_flight{where} {in_flight:g}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_srtla_links_keep_their_number_across_modem_reconnects() -> None:
+    with http_server() as server:
+        collector = make_collector([{"type": "srtla-prom", "url": f"http://127.0.0.1:{server.port}/metrics"}])
+
+        def numbers(links: dict[str, tuple[float, float, float]]) -> dict[str, float]:
+            server.set("/metrics", srtla_links(links), content_type="text/plain")
+            got = collector.collect(now_ms())
+            return {s.label("link") or "": s.value or 0 for s in pick(got, "srtla.conn_rtt_seconds")}
+
+        assert numbers({"203.0.113.5:51000": (80, 2400, 10), "198.51.100.7:40000": (120, 2400, 10)}) == {
+            "1": 0.12, "2": 0.08}
+        # modem 203.0.113.5 reconnects from a new port: the same link number continues
+        assert numbers({"203.0.113.5:51007": (81, 2400, 10), "198.51.100.7:40000": (121, 2400, 10)}) == {
+            "1": 0.121, "2": 0.081}
+        # modem 198.51.100.7 drops off for a poll and comes back with a new IP: lowest free number
+        assert numbers({"203.0.113.5:51007": (82, 2400, 10)}) == {"2": 0.082}
+        assert numbers({"203.0.113.5:51007": (83, 2400, 10), "192.0.2.44:40100": (90, 2400, 10)}) == {
+            "1": 0.09, "2": 0.083}
+
+
+def test_srtla_zeros_without_extended_keepalives_are_not_measurements() -> None:
+    with http_server() as server:
+        server.set("/metrics", srtla_links({"203.0.113.5:51000": (0, 0, 0), "198.51.100.7:40000": (95, 2400, 0)}),
+                   content_type="text/plain")
+        got = make_collector([{"type": "srtla-prom", "url": f"http://127.0.0.1:{server.port}/metrics"}]
+                             ).collect(now_ms())
+        plain = {"group": "44123", "link": "2"}  # 203.0.113.5 sorts after 198.51.100.7
+        for metric in ("srtla.conn_rtt_seconds", "srtla.conn_window", "srtla.conn_in_flight"):
+            assert pick(got, metric, **plain) == [], metric
+        assert one(got, "srtla.conn_packets_lost_total", **plain) == 4  # its counters still count
+        extended = {"group": "44123", "link": "1"}
+        assert one(got, "srtla.conn_rtt_seconds", **extended) == pytest.approx(0.095)
+        assert one(got, "srtla.conn_in_flight", **extended) == 0  # a real 0 next to a real RTT
 
 
 @pytest.mark.parametrize(("status", "expected"), [
