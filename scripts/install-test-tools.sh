@@ -2,7 +2,7 @@
 # Installs the real components the test suite runs against (Debian/Ubuntu packages):
 # VictoriaMetrics (+vmagent, vmauth, vmalert), promtool, srt-live-transmit, systemd-analyze, node_exporter,
 # qemu-user-static (the aarch64 proof); Node + npm and build tools for the real upstream
-# servers of tests/realsrc/ (belaUI.js, OpenIRL srt-live-server), which it then prepares:
+# servers of ../shared/realsrc/ (belaUI.js, OpenIRL srt-live-server), which it then prepares:
 # both are cached under $REALSRC_CACHE (default /tmp/realsrc-cache), so a second run costs ~1 s.
 # Needs root and apt-get; does nothing when everything is already there.
 set -euo pipefail
@@ -16,13 +16,13 @@ command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 # vmalert ships in Debian's victoria-metrics package; promtool in prometheus (alert rule tests).
 command -v vmalert >/dev/null 2>&1 || need+=(victoria-metrics)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
-# the real belaUI (tests/realsrc/belaui): node, npm, node headers and a compiler for bcrypt
+# the real belaUI (../shared/realsrc/belaui): node, npm, node headers and a compiler for bcrypt
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 [ -f /usr/include/node/node.h ] || [ -f "$(dirname "$(dirname "$(readlink -f "$(command -v node || echo /usr/bin/node)")")")/include/node/node.h" ] \
   || need+=(libnode-dev)
-# OpenIRL srt-live-server (tests/realsrc/sls): built against Debian's libsrt
+# OpenIRL srt-live-server (../shared/realsrc/sls): built against Debian's libsrt
 command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1 || need+=(build-essential)
 [ -f /usr/include/srt/srt.h ] || need+=(libsrt-openssl-dev)
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
@@ -43,7 +43,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Prepare the real servers once (idempotent, cached): belaUI's node modules with bcrypt built
 # from source (npm registry on the first run), and the sls binary.
-for script in tests/realsrc/belaui/setup.sh tests/realsrc/sls/build.sh; do
+for script in ../shared/realsrc/belaui/setup.sh ../shared/realsrc/sls/build.sh; do
+  if [ ! -f "$script" ]; then
+    echo "install-test-tools: $script is not beside the repository (the tests using it skip, or fail in CI)" >&2
+    continue
+  fi
   start=$(date +%s)
   if out=$(sh "$script" 2>&1); then
     echo "install-test-tools: $script ready in $(( $(date +%s) - start ))s: $(printf '%s\n' "$out" | tail -1)"

@@ -1,4 +1,4 @@
-"""The real belaUI (tests/realsrc/belaui: the unmodified belaUI.js under Node, hardware
+"""The real belaUI (../shared/realsrc/belaui: the unmodified belaUI.js under Node, hardware
 stubbed) read by the real agent into a real VictoriaMetrics:
 
     belaUI.js (mmcli/ifconfig stubs, thermal_zone0 = 52.7 °C) --ws--> metrics-collector --vm-jsonl--> VictoriaMetrics

@@ -1,4 +1,4 @@
-"""OpenIRL srt-live-server (tests/realsrc/sls, built from source) with srt-live-transmit
+"""OpenIRL srt-live-server (../shared/realsrc/sls, built from source) with srt-live-transmit
 publishing through a lossy relay, read by the real agent into a real VictoriaMetrics:
 
     null-TS feeder --udp--> srt-live-transmit --srt--> relay (drops 4 % of data packets) --srt--> sls

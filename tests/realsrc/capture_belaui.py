@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python -m tests.realsrc.capture_belaui tests/fixtures/srt/belaui-real
 
-Starts the unmodified belaUI.js (tests/realsrc/belaui, hardware stubbed) on a free loopback
+Starts the unmodified belaUI.js (../shared/realsrc/belaui, hardware stubbed, with tests/realsrc/overlay) on a free loopback
 port in a temp dir and plays these scenes, each written as one JSON-lines file of what one
 client received, `{"t": seconds since it connected, "msg": <message>}`; lines
 `{"t": …, "event": …}` mark what the script did to the box at that moment:

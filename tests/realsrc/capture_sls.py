@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.realsrc.capture_sls tests/fixtures/srt/openirl-real
 
-Builds/starts tests/realsrc/sls on loopback, maps publisher `studio_1` to player `play_1`,
+Builds/starts ../shared/realsrc/sls on loopback, maps publisher `studio_1` to player `play_1`,
 and writes the JSON answers (pretty-printed, otherwise verbatim):
 
 - stats_modern_idle.json / stats_legacy_idle.json: /stats/play_1 and ?legacy=1, nobody

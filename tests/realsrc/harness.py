@@ -1,8 +1,11 @@
-"""Run the real upstream servers of tests/realsrc/ on loopback: the unmodified belaUI.js
-(Node, hardware stubbed) and OpenIRL srt-live-server built from source.
+"""Run the real upstream servers on loopback: the unmodified belaUI.js (Node, hardware
+stubbed) and OpenIRL srt-live-server built from source, from ../shared/realsrc beside the
+repository (upstream code is not copied into this one).
 
-The setup/build scripts are idempotent and cache under $REALSRC_CACHE (default: a
+Its setup/build scripts are idempotent and cache under $REALSRC_CACHE (default: a
 realsrc-cache directory in the temp dir); `scripts/install-test-tools.sh` runs them in CI.
+``overlay/`` holds our additions to its stubs: a run-ns.sh that can also fake a Jetson's
+power monitor, and an srtla_send stub that can fail the way the real one reports errors.
 Tests call `belaui_app()` / `sls_binary()`, which skip with the reason on a dev box that
 cannot run them and fail when CI=true.
 """
@@ -27,6 +30,8 @@ import pytest
 from belabox_metrics.collectors.srt.websocket import WebSocket
 
 HERE = Path(__file__).resolve().parent
+REALSRC = HERE.parents[1].parent / "shared" / "realsrc"
+OVERLAY = HERE / "overlay"
 IN_CI = os.environ.get("CI") == "true"
 
 
@@ -47,6 +52,13 @@ def _script_output(script: Path, what: str, timeout: float) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
+def _shared_script(*parts: str) -> Path:
+    script = REALSRC.joinpath(*parts)
+    if not script.is_file():
+        _unavailable(f"{'/'.join(parts)} of ../shared/realsrc is not beside the repository")
+    return script
+
+
 def belaui_app() -> Path:
     """The prepared belaUI directory (setup.sh; needs root for its mount namespace)."""
     if os.geteuid() != 0:
@@ -54,14 +66,14 @@ def belaui_app() -> Path:
     for tool in ("node", "npm", "unshare"):
         if shutil.which(tool) is None:
             _unavailable(f"the real belaUI needs `{tool}` (Debian packages nodejs npm util-linux)")
-    return Path(_script_output(HERE / "belaui" / "setup.sh", "belaUI setup", 900))
+    return Path(_script_output(_shared_script("belaui", "setup.sh"), "belaUI setup", 900))
 
 
 def sls_binary() -> Path:
     """The built OpenIRL srt-live-server binary (build.sh)."""
     if not (Path("/usr/include/srt/srt.h").exists() and shutil.which("g++")):
         _unavailable("building OpenIRL srt-live-server needs libsrt-openssl-dev and g++")
-    return Path(_script_output(HERE / "sls" / "build.sh", "srt-live-server build", 1500))
+    return Path(_script_output(_shared_script("sls", "build.sh"), "srt-live-server build", 1500))
 
 
 @dataclass
@@ -87,7 +99,7 @@ class BelaUi:
         (self.state / "tx_t0_ms").write_text(f"{int(time.time() * 1000)}\n")
         (self.run / "setup.json").write_text(json.dumps({
             "hw": self.hw, "belacoder_path": f"{self.app}/hw/belacoder/",
-            "srtla_path": f"{self.app}/hw/srtla/",
+            "srtla_path": f"{OVERLAY}/belaui/hw/srtla/",
             "bitrate_file": str(self.state / "belacoder_br"),
             "ips_file": str(self.state / "srtla_ips")}))
         if not (self.run / "config.json").exists():
@@ -120,7 +132,7 @@ class BelaUi:
         with self.log_path.open("ab") as log:
             # unshare, sh and launch.py all exec: the pid is node's
             self.proc = subprocess.Popen(
-                ["unshare", "-m", "--propagation", "private", "sh", str(self.app / "run-ns.sh"),
+                ["unshare", "-m", "--propagation", "private", "sh", str(OVERLAY / "belaui" / "run-ns.sh"),
                  str(self.app), str(self.run), str(self.port), str(self.temp_millic)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.run, env=env)
         deadline = time.monotonic() + timeout
