@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from belabox_metrics import http11
+from belabox_metrics import httpclient
 from belabox_metrics.clock import Clock
 from belabox_metrics.timefmt import parse_http_date
 
@@ -125,9 +125,11 @@ def skew_from(date_header: str | None, sent_wall: float, received_wall: float) -
 
 
 def fetch_date(url: str, timeout: float) -> tuple[str | None, float, float]:
-    """HEAD ``url``; returns (Date header, wall time sent, wall time received)."""
+    """HEAD ``url`` (through HTTPS_PROXY / HTTP_PROXY unless NO_PROXY names the host);
+    returns (Date header, wall time sent, wall time received)."""
     sent = time.time()
-    response = http11.request(url, "HEAD", {"User-Agent": "belabox-metrics"}, timeout=timeout)
+    response = httpclient.request(url, "HEAD", {"User-Agent": "belabox-metrics"}, timeout=timeout,
+                                  use_environment_proxies=True)
     return response.header("Date"), sent, time.time()
 
 

@@ -195,3 +195,14 @@ def test_where_adjtimex_is_not_allowed_timesyncds_flag_decides(tmp_path: Path) -
     assert not trust.trusted() and "not synchronised" in trust.reason
     (timesync / "synchronized").touch()
     assert trust.trusted()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Sun, 06 Nov 1994 08:49:37 GMT", 784111777.0),   # IMF-fixdate
+    ("Sunday, 06-Nov-94 08:49:37 GMT", 784111777.0),  # RFC 850
+    ("Sun Nov  6 08:49:37 1994", 784111777.0),        # asctime
+    ("Sun, 06 Nov 1994 08:49:37", None), ("yesterday", None), ("", None), (None, None),
+    ("Sun, 31 Feb 1994 08:49:37 GMT", None)])
+def test_http_dates(text: str | None, expected: float | None) -> None:
+    from belabox_metrics.timefmt import parse_http_date
+    assert parse_http_date(text) == expected

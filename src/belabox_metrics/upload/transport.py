@@ -1,8 +1,11 @@
 """HTTP transport as a seam: ``Transport.post(url, body, headers) -> Response``.
 
-The real one keeps one connection alive per host, on belabox_metrics.http11 (no extra
-dependency, and no OpenSSL unless the URL is https: the agent's memory budget is 25 MB). Tests substitute scripted
-transports; integration tests use the real one against real servers on loopback.
+The real one, ``HttpTransport``, is ``belabox_metrics.httpclient`` (the standard library's
+``http.client`` with a deadline per request, 1xx skipped, bounded bodies, proxies and TLS
+options): one connection kept alive per (scheme, host, port). A ``Response`` is always the
+answer to that same request; anything unreadable is a ``TransportError``, never an answer.
+Tests substitute scripted transports; integration tests use the real one against real
+servers on loopback.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from belabox_metrics.http11 import Connection, Target
+from belabox_metrics.httpclient import Client, HttpError
+from belabox_metrics.tlsconfig import TlsSettings
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,12 @@ class Response:
 
 
 class TransportError(Exception):
-    """No HTTP answer at all: refused, reset, timed out, DNS failure."""
+    """No HTTP answer at all: refused, reset, timed out, DNS failure, an answer that could
+    not be read. ``kind`` as httpclient.HttpError's."""
+
+    def __init__(self, message: str, kind: str = "network") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Transport(Protocol):
@@ -39,33 +48,28 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """A persistent connection per (scheme, host, port), on the agent's own small HTTP/1.1
-    client (http.client would load OpenSSL even for plain http)."""
+    """A persistent connection per (scheme, host, port). ``proxy``: remote.proxy (None: the
+    environment's HTTPS_PROXY / HTTP_PROXY / NO_PROXY); ``tls``: remote.tls."""
 
-    def __init__(self, timeout: float = 10.0, max_response_bytes: int = 1 << 20) -> None:
+    def __init__(self, timeout: float = 10.0, max_response_bytes: int = 1 << 20, *,
+                 tls: TlsSettings | None = None, proxy: str | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
-        self._connections: dict[tuple[bool, str, int], Connection] = {}
+        self.client = Client(timeout=timeout, max_body=max_response_bytes, tls=tls, proxy=proxy, environ=environ)
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+    def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"") -> Response:
         try:
-            target = Target.parse(url)
-        except ValueError as exc:
-            raise TransportError(str(exc)) from exc
-        key = (target.tls, target.host, target.port)
-        conn = self._connections.get(key)
-        if conn is None:
-            conn = self._connections[key] = Connection(target.host, target.port, tls=target.tls,
-                                                       timeout=self.timeout)
-        try:
-            answer = conn.request("POST", target.path, headers, body, max_body=self.max_response_bytes)
-        except (OSError, ValueError) as exc:
-            conn.close()
-            kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise TransportError(f"{kind}: {exc}") from exc
+            answer = self.client.request(method, url, headers, body)
+        except HttpError as exc:
+            raise TransportError(f"{exc.kind}: {exc}", exc.kind) from exc
         return Response(answer.status, dict(answer.headers), answer.body)
 
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        return self.request("POST", url, headers, body)
+
+    def get(self, url: str, headers: Mapping[str, str]) -> Response:
+        return self.request("GET", url, headers)
+
     def close(self) -> None:
-        for conn in self._connections.values():
-            conn.close()
-        self._connections.clear()
+        self.client.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from belabox_metrics import http11
+from belabox_metrics import httpclient
 from belabox_metrics.logs import register_secret
 from belabox_metrics.model import Sample
 
@@ -68,17 +68,18 @@ def http_get(url: str, timeout: float, *, authorization: str | None = None,
     if authorization:
         headers["Authorization"] = authorization
     try:
-        response = http11.request(url, "GET", headers, timeout=timeout, max_body=max_bytes)
-    except TimeoutError:
-        raise SourceError(f"no complete answer within {timeout:g}s") from None
-    except ConnectionRefusedError:
-        raise SourceError("connection refused (server down or wrong port?)") from None
-    except http11.HttpError as exc:
-        if "larger than" in str(exc):
+        # A local service on the encoder: no proxy from the environment.
+        response = httpclient.request(url, "GET", headers, timeout=timeout, max_body=max_bytes)
+    except httpclient.HttpError as exc:
+        if exc.kind == "timeout":
+            raise SourceError(f"no complete answer within {timeout:g}s") from None
+        if exc.kind == "refused":
+            raise SourceError("connection refused (server down or wrong port?)") from None
+        if exc.kind == "too-large":
             raise SourceError(f"answer larger than {max_bytes} bytes") from None
-        raise SourceError(f"bad HTTP answer ({exc})") from None
-    except OSError as exc:
-        raise SourceError(f"network error: {exc.strerror or exc}") from None
+        if exc.kind in ("bad-answer", "reset"):
+            raise SourceError(f"bad HTTP answer ({exc})") from None
+        raise SourceError(f"network error: {exc}") from None
     if response.status != 200:
         raise SourceError(http_status_reason(response.status, response.reason))
     return response.body
