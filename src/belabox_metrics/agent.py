@@ -270,7 +270,12 @@ class Agent:
                  transport: Transport | None = None, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.transport = transport or HttpTransport(timeout=settings.remote.timeout)
+        if transport is None:
+            remote = settings.remote
+            transport = HttpTransport(timeout=remote.timeout, tls=remote.tls, proxy=remote.proxy)
+            if remote.enabled and remote.url.startswith("https:"):
+                transport.client.ssl_context()  # a bad CA, certificate or key: a ConfigError now
+        self.transport = transport
         self.log = get("agent")
         self.stop = stop or threading.Event()
         self.collection_done = threading.Event()

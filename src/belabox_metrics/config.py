@@ -15,6 +15,7 @@ import yaml
 
 from belabox_metrics.collectors.base import MetricSettings, lookup
 from belabox_metrics.priority import CLASS_NAMES, PrioritySettings, class_index
+from belabox_metrics.tlsconfig import TlsSettings, parse_tls
 from belabox_metrics.upload.bandwidth import BandwidthSettings
 from belabox_metrics.upload.encode import GZIP_LEVEL
 from belabox_metrics.validation import ConfigError, Reader, join_key
@@ -65,6 +66,8 @@ class RemoteSettings:
     max_sample_age: float = 30 * 86400.0
     max_future: float = 86400.0
     token_file: str | None = None
+    proxy: str | None = None                # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY; "none": direct
+    tls: TlsSettings = field(default_factory=lambda: TlsSettings())
     retry: RetrySettings = field(default_factory=lambda: RetrySettings())
     bandwidth: BandwidthSettings = field(default_factory=lambda: BandwidthSettings())
     priority: PrioritySettings = field(default_factory=lambda: PrioritySettings())
@@ -212,7 +215,7 @@ def _parse_root(root: Reader, source: str, base_dir: str) -> Settings:
                        "use at least 1MiB (e.g. 512MiB)")
     storage_r.finish()
 
-    remote = _parse_remote(root.section("remote"))
+    remote = _parse_remote(root.section("remote"), base_dir)
 
     logging_r = root.section("logging")
     logging_settings = LoggingSettings(
@@ -304,7 +307,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _parse_remote(reader: Reader) -> RemoteSettings:
+def _parse_remote(reader: Reader, base_dir: str | None = None) -> RemoteSettings:
     url = reader.string("url", example="http://127.0.0.1:8080/api/metrics")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -331,6 +334,8 @@ def _parse_remote(reader: Reader) -> RemoteSettings:
         max_sample_age=reader.duration("max_sample_age", 30 * 86400.0, minimum=60),
         max_future=reader.duration("max_future", 86400.0, minimum=1, maximum=2 * 86400.0),
         token_file=reader.string("token_file", None, example="/etc/belabox-metrics/api-token"),
+        proxy=_parse_proxy(reader),
+        tls=parse_tls(reader.section("tls"), base_dir),
         retry=_parse_retry(reader.section("retry")),
         bandwidth=_parse_bandwidth(reader.section("bandwidth")),
         priority=_parse_priority(reader.section("priority")),
@@ -354,6 +359,20 @@ def _parse_remote(reader: Reader) -> RemoteSettings:
                         "which is not installed", f"{remote_write.INSTALL_HINT}, or use format: vm-jsonl")
     reader.finish()
     return settings
+
+
+def _parse_proxy(reader: Reader) -> str | None:
+    proxy: str | None = reader.string("proxy", None, example="http://proxy.example.org:3128")
+    if proxy is None or proxy.strip().lower() in ("none", "direct"):
+        return proxy
+    from belabox_metrics.httpclient import parse_proxy
+
+    try:
+        parse_proxy(proxy)  # registers user:password for masking in every log line
+    except ValueError as exc:
+        reader.fail("proxy", str(exc), "write http://HOST:PORT (http://USER:PASSWORD@HOST:PORT with "
+                    "credentials), or `none` to ignore HTTPS_PROXY / HTTP_PROXY")
+    return proxy
 
 
 def _parse_bandwidth(reader: Reader) -> BandwidthSettings:

@@ -40,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 
 from belabox_metrics.logs import register_secret
 from belabox_metrics.tlsconfig import TlsSettings, client_context
+from belabox_metrics.validation import ConfigError
 
 if TYPE_CHECKING:
     import ssl
@@ -338,7 +339,8 @@ class Client:
         self._context: ssl.SSLContext | None = None
         self.connections_opened = 0
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client's TLS context (built once; ConfigError naming the key on a bad file)."""
         if self._context is None:
             self._context = client_context(self.tls)
         return self._context
@@ -359,10 +361,10 @@ class Client:
             server_name = (self.tls.server_name if self.tls is not None else None) or target.host
             connection = _connection_class()
             if proxy is None:
-                conn = connection(target.host, target.port, tls=self._ssl_context if tls else None,
+                conn = connection(target.host, target.port, tls=self.ssl_context if tls else None,
                                   server_name=server_name)
             else:
-                conn = connection(proxy.host, proxy.port, tls=self._ssl_context if tls else None,
+                conn = connection(proxy.host, proxy.port, tls=self.ssl_context if tls else None,
                                   server_name=server_name)
                 if tls:
                     headers = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
@@ -465,6 +467,8 @@ class _Stale(Exception):
 def _describe(exc: BaseException, proxy: Proxy | None) -> HttpError | None:
     name = type(exc).__name__
     text = str(exc)
+    if isinstance(exc, ConfigError):
+        return HttpError("tls", text)
     if isinstance(exc, TimeoutError):
         return HttpError("timeout", f"timed out: {text or 'no answer in time'}")
     if isinstance(exc, ConnectionRefusedError):

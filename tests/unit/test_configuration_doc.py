@@ -40,6 +40,7 @@ DOC = REPO_ROOT / "docs" / "configuration.md"
 NOT_OPTIONS = {
     "source": "where the settings came from (the file path), set by load_config",
     "metrics[].options": "the collector's parsed own keys, listed per collector below",
+    "remote.tls.key": "the section's own dotted path, for error messages (TlsSettings.key)",
 }
 # Values tried, in order, for a key a parser requires: enough for every parser to read on.
 FILLERS: tuple[object, ...] = ("http://127.0.0.1:1/", [], True, 1, "1s")

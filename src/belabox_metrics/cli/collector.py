@@ -175,10 +175,10 @@ def query(settings: Settings, metric: str | None, last: int) -> int:
 
 def verify(settings: Settings, since: str, settle: str = "30s") -> int:
     import time
-    import urllib.error
 
     from belabox_metrics.secrets import read_secret_file
     from belabox_metrics.upload import verify as audit
+    from belabox_metrics.upload.transport import HttpTransport, TransportError
     from belabox_metrics.validation import parse_duration
 
     try:
@@ -207,11 +207,17 @@ def verify(settings: Settings, since: str, settle: str = "30s") -> int:
         queue.close()
     url = audit.export_url(settings.remote.url)
     print(f"verifying {len(local)} samples sent since {format_ms(since_ms)} against {logs.redact_url(url)}")
+    transport = HttpTransport(timeout=max(60.0, settings.remote.timeout), max_response_bytes=1 << 30,
+                              tls=settings.remote.tls, proxy=settings.remote.proxy)
     try:
-        counts, values = audit.remote_counts(audit.fetch_export(url, settings.device.id, since_ms, headers))
-    except (OSError, urllib.error.URLError, ValueError) as exc:
-        print(f"metrics-collector: cannot export from {logs.redact_url(url)}: {exc}", file=sys.stderr)
+        counts, values = audit.remote_counts(audit.fetch_export(transport, url, settings.device.id, since_ms,
+                                                                headers))
+    except (TransportError, audit.ExportError, ValueError) as exc:
+        print(f"metrics-collector: cannot export from {logs.redact_url(url)}: {logs.mask_secrets(str(exc))}",
+              file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        transport.close()
     report = audit.compare(local, counts, values)
     print(f"checked {report.checked}; in VictoriaMetrics for this device: {report.in_remote}; "
           f"missing {len(report.missing)}; duplicated {len(report.duplicated)}; "

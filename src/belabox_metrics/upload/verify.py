@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import math
 import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from belabox_metrics.logs import foreign_text
 from belabox_metrics.model import Labels
 from belabox_metrics.naming import promql_label, promql_name
 from belabox_metrics.store.queue import SampleQueue
+from belabox_metrics.upload.transport import Response
 
 SampleKey = tuple[str, Labels, int]  # (PromQL name, labels incl. device_id, timestamp ms)
 
@@ -64,12 +66,23 @@ def sent_samples(queue: SampleQueue, destination: str, device_id: str, since_ms:
     return out
 
 
-def fetch_export(url: str, device_id: str, since_ms: int, headers: Mapping[str, str],
-                 timeout: float = 60.0) -> list[Mapping[str, object]]:
+class Getter(Protocol):
+    def get(self, url: str, headers: Mapping[str, str]) -> Response: ...
+
+
+class ExportError(Exception):
+    """VictoriaMetrics did not give the export (an HTTP status other than 200)."""
+
+
+def fetch_export(transport: Getter, url: str, device_id: str, since_ms: int,
+                 headers: Mapping[str, str]) -> list[Mapping[str, object]]:
+    """The export, over the agent's own transport (same proxy, TLS options and token as the
+    uploads: verify and the agent agree on where VictoriaMetrics is and how to reach it)."""
     query = urllib.parse.urlencode({"match[]": f'{{device_id="{device_id}"}}', "start": str(since_ms // 1000)})
-    request = urllib.request.Request(f"{url}?{query}", headers=dict(headers))
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        return [json.loads(line) for line in answer.read().decode().splitlines() if line.strip()]
+    answer = transport.get(f"{url}?{query}", headers)
+    if answer.status != 200:
+        raise ExportError(f"HTTP {answer.status}: {foreign_text(answer.body)}")
+    return [json.loads(line) for line in answer.body.decode().splitlines() if line.strip()]
 
 
 def remote_counts(lines: Iterable[Mapping[str, object]]) -> tuple[Counter[SampleKey], dict[SampleKey, float]]:
