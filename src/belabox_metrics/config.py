@@ -340,6 +340,9 @@ def _parse_remote(reader: Reader, base_dir: str | None = None) -> RemoteSettings
         bandwidth=_parse_bandwidth(reader.section("bandwidth")),
         priority=_parse_priority(reader.section("priority")),
     )
+    if settings.tls.configured and parts.scheme != "https":
+        reader.fail("tls", "is set but remote.url is not https://",
+                    "use an https:// remote.url, or remove remote.tls")
     if settings.max_request_bytes < 1024:
         reader.fail("max_request_bytes", "is below 1KiB", "use e.g. 256KiB")
     # VictoriaMetrics answers 204 to a remote-write body sent to /api/v1/import and keeps nothing.

@@ -406,7 +406,7 @@ class Client:
             raise
         except BaseException as exc:
             conn.close()
-            error = _describe(exc, slot.proxy)
+            error = _describe(exc, slot.proxy, self.tls.key if self.tls is not None else None)
             if error is None:
                 raise
             raise error from None
@@ -464,7 +464,7 @@ class _Stale(Exception):
     """A reused connection was found closed before any answer."""
 
 
-def _describe(exc: BaseException, proxy: Proxy | None) -> HttpError | None:
+def _describe(exc: BaseException, proxy: Proxy | None, tls_key: str | None = None) -> HttpError | None:
     name = type(exc).__name__
     text = str(exc)
     if isinstance(exc, ConfigError):
@@ -474,8 +474,13 @@ def _describe(exc: BaseException, proxy: Proxy | None) -> HttpError | None:
     if isinstance(exc, ConnectionRefusedError):
         where = f" by the proxy {proxy.display}" if proxy is not None else ""
         return HttpError("refused", f"connection refused{where}")
+    if name == "SSLCertVerificationError":
+        why = getattr(exc, "verify_message", None) or text
+        hint = (f" (set {tls_key}.ca_file to the CA that signed the server's certificate, or "
+                f"{tls_key}.server_name to the name it carries)") if tls_key else ""
+        return HttpError("tls", f"certificate verify failed: {why}{hint}")
     if name.startswith("SSL") or name == "CertificateError":
-        return HttpError("tls", f"TLS: {getattr(exc, 'verify_message', None) or getattr(exc, 'reason', None) or text}")
+        return HttpError("tls", f"TLS handshake failed: {getattr(exc, 'reason', None) or text}")
     if text.startswith("Tunnel connection failed"):
         return HttpError("proxy", f"proxy {proxy.display if proxy else ''}: {text}")
     if isinstance(exc, (ConnectionResetError, BrokenPipeError)):

@@ -131,6 +131,8 @@ def check_config(settings: Settings, strict: bool = False) -> int:
           + (f" every {format_duration(remote.interval)}" if remote.enabled else ""))
     print(f"  metrics: {enabled}")
     print(f"  health:  {settings.health.listen or 'off'}")
+    for note in found.notes:
+        print(f"  {note}")
     for warning in found.warnings:
         print(f"warning: {warning}")
     return EXIT_FAILURE if strict and found.warnings else EXIT_OK

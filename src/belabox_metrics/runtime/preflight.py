@@ -18,6 +18,7 @@ from belabox_metrics.validation import ConfigError
 class Findings:
     errors: list[ConfigError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was read and found fine (TLS files, proxy)
 
 
 def storage_problem(path: str) -> ConfigError | None:
@@ -94,6 +95,7 @@ def check_all(settings: Settings) -> Findings:
             close = getattr(collector, "close", None)
             if callable(close):
                 close()
+    connection_checks(settings, found)
     if settings.health.listen:
         host, port = parse_listen(settings.health.listen)
         error = probe_listen(host, port)
@@ -102,3 +104,54 @@ def check_all(settings: Settings) -> Findings:
                                   "would collect and upload but serve no /health until it can bind; set a free "
                                   "HOST:PORT of this machine, or off")
     return found
+
+
+def connection_checks(settings: Settings, found: Findings) -> None:
+    """Read every configured TLS file into a context and say which proxy uploads take.
+    remote.tls: an error (`run` refuses to start with it); a wss:// belaUI source's tls or an
+    unusable proxy in the environment: a warning (the source, or each upload, would fail)."""
+    from belabox_metrics import logs
+    from belabox_metrics.httpclient import Target, choose_proxy
+    from belabox_metrics.tlsconfig import TlsSettings, client_context
+
+    remote = settings.remote
+    checks: list[tuple[str, TlsSettings, bool]] = []
+    if remote.enabled and remote.url.startswith("https:"):
+        checks.append((logs.redact_url(remote.url), remote.tls, True))
+    for metric in settings.metrics:
+        for source in getattr(metric.options, "sources", None) or ():
+            tls = getattr(source.options, "tls", None)
+            url = str(getattr(source.options, "url", ""))
+            if isinstance(tls, TlsSettings) and (url.startswith("wss:") or tls.configured):
+                if not url.startswith("wss:"):
+                    found.errors.append(ConfigError(tls.key, f"is set but the source's url is "
+                                                             f"{url.split(':')[0]}://", "use a wss:// url, or remove tls"))
+                    continue
+                checks.append((logs.redact_url(url), tls, False))
+    for where, tls, fatal in checks:
+        try:
+            client_context(tls)
+        except ConfigError as exc:
+            if fatal:
+                found.errors.append(exc)
+            else:
+                found.warnings.append(f"{exc} -- the source would not connect")
+            continue
+        if tls.configured:
+            parts = [f"CA {tls.ca_file}" if tls.ca_file else "system CAs"]
+            if tls.cert_file:
+                parts.append(f"client certificate {tls.cert_file}")
+            if tls.server_name:
+                parts.append(f"server name {tls.server_name}")
+            found.notes.append(f"tls:     {where}: " + ", ".join(parts) + " (files read: OK)")
+    if remote.enabled:
+        target = Target.parse(remote.url)
+        try:
+            proxy = choose_proxy(target.scheme, target.netloc, remote.proxy)
+        except ValueError as exc:
+            found.warnings.append(f"the environment's proxy for {target.scheme}:// is unusable ({exc}) -- every "
+                                  "upload would fail; fix HTTPS_PROXY / HTTP_PROXY, or set remote.proxy (or `none`)")
+            return
+        if proxy is not None:
+            origin = "remote.proxy" if remote.proxy is not None else f"{target.scheme.upper()}_PROXY"
+            found.notes.append(f"proxy:   {proxy.display} (from {origin})")

@@ -43,6 +43,7 @@ from belabox_metrics.collectors.srt.common import (
 )
 from belabox_metrics.collectors.srt.websocket import WebSocket, WebSocketError
 from belabox_metrics.model import Sample, make_labels, text
+from belabox_metrics.tlsconfig import TlsSettings, parse_tls
 
 TYPE = "belaui"
 
@@ -325,6 +326,7 @@ class Options:
     stale_after: float = 5.0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    tls: TlsSettings = field(default_factory=TlsSettings)  # for wss://: private CA, client certificate, server name
 
 
 def parse(reader: Any) -> Options:
@@ -347,6 +349,7 @@ def parse(reader: Any) -> Options:
         stale_after=reader.duration("stale_after", 5.0, minimum=0.1, maximum=600),
         backoff_initial=reader.duration("backoff_initial", 1.0, minimum=0.01, maximum=60),
         backoff_max=reader.duration("backoff_max", 60.0, minimum=0.01, maximum=3600),
+        tls=parse_tls(reader.section("tls")),
     )
 
 
@@ -506,7 +509,7 @@ class BelaUiSource:
             (self.log.warning if warn else self.log.info)("belaui: %s", problem)
 
     def _session(self) -> bool:
-        ws = WebSocket.connect(self.options.url, self.timeout)
+        ws = WebSocket.connect(self.options.url, self.timeout, self.options.tls)
         with self.lock:
             self.connected = True
             self.connections += 1

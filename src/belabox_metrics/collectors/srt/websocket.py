@@ -15,6 +15,9 @@ import struct
 import time
 from urllib.parse import urlsplit
 
+from belabox_metrics.tlsconfig import TlsSettings, client_context
+from belabox_metrics.validation import ConfigError
+
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_MESSAGE = 4 * 1024 * 1024
 MAX_HEADER = 16 * 1024
@@ -105,18 +108,23 @@ class WebSocket:
         self.closed = False
 
     @classmethod
-    def connect(cls, url: str, timeout: float) -> WebSocket:
+    def connect(cls, url: str, timeout: float, tls: TlsSettings | None = None) -> WebSocket:
+        """Open ``url``; for wss://, verified with ``tls`` (a private CA, a client certificate,
+        the name to check) or the system CAs."""
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise WebSocketError("URL must be ws:// or wss://")
         secure = parts.scheme == "wss"
         port = parts.port or (443 if secure else 80)
+        try:
+            context = client_context(tls) if secure else None
+        except ConfigError as exc:  # check-config names it too; here the source reports it
+            raise WebSocketError(str(exc)) from None
         sock = socket.create_connection((parts.hostname, port), timeout=timeout)
         try:
-            if secure:
-                import ssl  # only for wss://
-
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+            if context is not None:
+                server_name = (tls.server_name if tls is not None else None) or parts.hostname
+                sock = context.wrap_socket(sock, server_hostname=server_name)
             key = base64.b64encode(os.urandom(16)).decode("ascii")
             host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
             if parts.port:
