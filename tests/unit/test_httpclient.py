@@ -307,3 +307,21 @@ def test_nothing_is_acknowledged_on_a_wrong_answer(stub: Callable[[list[Action]]
     assert result.acknowledged == 30 and queue.pending_count(up.destination) == 0
     assert len(server.requests) == 2 and server.requests[0][1] != server.requests[1][1]
     queue.close()
+@pytest.mark.parametrize(("status", "location"), [
+    (301, "https://metrics.example.org/api/v1/import"), (302, "https://metrics.example.org/api/v1/import"),
+    (307, "https://metrics.example.org/api/v1/import"), (308, "/vm/api/v1/import")])
+def test_a_redirect_is_not_followed_and_nothing_is_acknowledged(stub: Callable[[list[Action]], Stub],
+                                                                tmp_path: Path, status: int, location: str) -> None:
+    server = stub([raw(b"HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n"
+                       % (status, location.encode()))] * 5)
+    if location.startswith("/"):
+        location = f"http://127.0.0.1:{server.port}{location}"
+    queue = queue_with(tmp_path, 30)
+    clock = FakeClock(wall=time.time())
+    up = uploader(queue, server.url(), clock)
+    result = up.run_cycle()
+    assert result.acknowledged == 0 and queue.pending_count(up.destination) == 30
+    assert len(server.requests) == 1  # one request: no bisection of a redirect, no re-send
+    assert up.last_error is not None and location in up.last_error
+    assert f"set remote.url to {location}" in up.last_error
+    queue.close()

@@ -220,6 +220,20 @@ def refusal_kind(response: Response, fmt_name: str) -> tuple[str, int | None]:
     return "destination", None
 
 
+def redirect_error(url: str, response: Response) -> str:
+    """A 3xx to an upload: not followed (a POST is not re-sent elsewhere). Names where the
+    destination points and the fix."""
+    from urllib.parse import urljoin
+
+    location = response.header("Location")
+    if not location:
+        return (f"HTTP {response.status} redirect without a Location; uploads are not re-sent elsewhere, "
+                "samples stay queued: check remote.url")
+    target = foreign_text(urljoin(url, location.strip()), 300)
+    return (f"HTTP {response.status} redirect to {target}; uploads are not re-sent elsewhere, samples stay "
+            f"queued: set remote.url to {target}")
+
+
 class Uploader:
     def __init__(self, queue: SampleQueue, transport: Transport, *, url: str, fmt: WireFormat,
                  clock: Clock, log: logging.Logger, policy: UploadPolicy | None = None,
@@ -529,6 +543,13 @@ class Uploader:
                     return response, None
                 detail = foreign_text(response.body)
                 error, error_type = f"HTTP {response.status}: {detail}", "http"
+                if 300 <= response.status < 400:
+                    # Never re-sent elsewhere silently: the operator moves remote.url.
+                    error, error_type = redirect_error(self.url, response), "redirect"
+                    self._failed(error, error_type, fields)
+                    self._refused_by_destination(error)
+                    self.last_error = error
+                    return None, error
                 if response.status not in RETRY_STATUSES:
                     self._failed(error, error_type, fields)
                     if ((response.status in POISON_STATUSES or response.status == 413)
