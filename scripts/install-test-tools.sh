@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real components the test suite runs against (Debian/Ubuntu packages):
 # VictoriaMetrics (+vmagent, vmauth, vmalert), promtool, srt-live-transmit, systemd-analyze, node_exporter,
-# qemu-user-static (the aarch64 proof); Node + npm and build tools for the real upstream
+# qemu-user-static (the aarch64 proof), nginx, caddy, tinyproxy, squid, openssl (transport
+# conformance); Node + npm and build tools for the real upstream
 # servers of ../shared/realsrc/ (belaUI.js, OpenIRL srt-live-server), which it then prepares:
 # both are cached under $REALSRC_CACHE (default /tmp/realsrc-cache), so a second run costs ~1 s.
 # Needs root and apt-get; does nothing when everything is already there.
@@ -28,6 +29,12 @@ command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1 || need+=(buil
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 [ -f /usr/include/openssl/crypto.h ] || need+=(libssl-dev)
+# The transport conformance suite: TLS servers, forward proxies, certificates made in the test.
+{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 || need+=(nginx)
+command -v caddy >/dev/null 2>&1 || need+=(caddy)
+command -v tinyproxy >/dev/null 2>&1 || need+=(tinyproxy)
+{ command -v squid || [ -x /usr/sbin/squid ]; } >/dev/null 2>&1 || need+=(squid)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   if [ ${#need[@]} -gt 0 ]; then
     echo "install-test-tools: missing ${need[*]}; install them as root with apt-get" \

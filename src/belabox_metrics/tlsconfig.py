@@ -111,4 +111,5 @@ def client_context(tls: TlsSettings | None) -> ssl.SSLContext:
             raise ConfigError(f"{tls.key}.cert_file", f"cannot read {tls.cert_file} / {tls.key_file} ({exc})",
                               "check both files") from None
     # Verification stays on: CERT_REQUIRED and check_hostname, as create_default_context sets.
+    context.set_alpn_protocols(["http/1.1"])  # as http.client does: no server may pick h2
     return context
