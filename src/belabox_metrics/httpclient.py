@@ -473,7 +473,7 @@ def _describe(exc: BaseException, proxy: Proxy | None, tls_key: str | None = Non
         return HttpError("timeout", f"timed out: {text or 'no answer in time'}")
     if isinstance(exc, ConnectionRefusedError):
         where = f" by the proxy {proxy.display}" if proxy is not None else ""
-        return HttpError("refused", f"connection refused{where}")
+        return HttpError("refused", f"{exc.strerror or 'Connection refused'}{where}")
     if name == "SSLCertVerificationError":
         why = getattr(exc, "verify_message", None) or text
         hint = (f" (set {tls_key}.ca_file to the CA that signed the server's certificate, or "
