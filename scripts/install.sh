@@ -3,14 +3,18 @@
 #
 #   sudo ./install.sh                          from inside an unpacked bundle
 #   sudo scripts/install.sh --bundle DIR       from the repo (DIR: an unpacked bundle or its .tar.gz)
-#   sudo ./install.sh --rollback               switch back to the previous version
+#   sudo /opt/belabox-metrics/bin/install.sh --rollback
+#                                              switch back to the previous version (this script
+#                                              and uninstall.sh are installed there)
 #
 # Options:
 #   --root DIR           prefix for every installed path (a staging tree or a test dir)
 #   --no-systemctl       skip systemctl, useradd and chown (everything that needs root / systemd)
 #   --python PATH        interpreter for the venv (default: python3; CPython >= 3.10)
 #   --bundle DIR|TGZ     the bundle to install (default: the directory holding this script)
-#   --rollback           point "current" back at the previous venv and restart
+#   --rollback           point "current" back at the previous venv, restore its unit and,
+#                        when the database was migrated past what it reads, make the database
+#                        readable by it again (nothing recorded is lost), then restart
 #   --settle-seconds N   how long the new service must stay active (default 5)
 #   --token-file PATH    install the bearer token in PATH as /etc/belabox-metrics/api-token
 #                        (0600, owned by metrics; set remote.token_file to use it). Read from a
@@ -19,6 +23,7 @@
 # Layout: /opt/belabox-metrics/venvs/<version>-<timestamp>/  one venv per install (the last 2 kept)
 #         /opt/belabox-metrics/current -> venvs/...           the running one (switched atomically)
 #         /opt/belabox-metrics/previous -> venvs/...          the rollback target
+#         /opt/belabox-metrics/bin/install.sh, uninstall.sh   these scripts, for --rollback and removal
 #         /etc/belabox-metrics/config.yaml                    installed only if absent (0640 root:metrics)
 #         /etc/belabox-metrics/api-token                      with --token-file (0600 metrics:metrics)
 #         /var/lib/belabox-metrics/                           the agent's data (0750 metrics:metrics)
@@ -77,6 +82,7 @@ if [[ $NO_SYSTEMCTL -eq 0 && $EUID -ne 0 ]]; then
 fi
 
 OPT="$ROOT/opt/belabox-metrics"
+SCRIPTS="$OPT/bin"
 VENVS="$OPT/venvs"
 CURRENT="$OPT/current"
 PREVIOUS="$OPT/previous"
@@ -148,6 +154,54 @@ start_and_check() {  # start_and_check: daemon-reload, enable, restart, wait; re
     service_settles
 }
 
+# schema_of VENV: "<newest database schema that venv's agent knows> <1 if it reads schema_compat>",
+# empty when the venv cannot say.
+schema_of() {
+    "$1/bin/python" -I -c 'import belabox_metrics.store.migrations as m
+from belabox_metrics.store.schema import LATEST_VERSION
+print(LATEST_VERSION, int(hasattr(m, "COMPAT_TABLE")))' 2>/dev/null || true
+}
+
+as_service_user() {  # the agent's files must stay the service user's (lock, database, copies)
+    if [[ $NO_SYSTEMCTL -eq 1 ]]; then
+        "$@"
+    elif command -v runuser >/dev/null 2>&1; then
+        runuser -u "$SERVICE_USER" -- "$@"
+    else
+        setpriv --reuid="$SERVICE_USER" --regid="$SERVICE_USER" --init-groups -- "$@"
+    fi
+}
+
+# database_for FROM TO (venvs/... names): before switching from FROM to TO with the service
+# stopped, make the database readable by TO. Going to a version that knows the database's
+# schema needs nothing (a newer version migrates by itself at start). Going back past a
+# migration, FROM (the newer) runs `downgrade-db`: the schema TO knows, rebuilt from every
+# table when the newer schema only added things, else the copy kept before the migration
+# plus what was recorded since. Returns 1 (having changed nothing) when that cannot be done.
+database_for() {
+    local from="$OPT/$1" to="$OPT/$2" from_schema to_schema to_compat
+    read -r from_schema _ <<<"$(schema_of "$from")" || true
+    read -r to_schema to_compat <<<"$(schema_of "$to")" || true
+    if [[ -z "${to_schema:-}" || -z "${from_schema:-}" ]]; then
+        warn "cannot tell which database schema $1 or $2 knows: the database is left as it is"
+        return 0
+    fi
+    if [[ "$from_schema" -le "$to_schema" ]]; then
+        return 0
+    fi
+    [[ -e "$CONFIG" ]] || return 0
+    if ! "$from/bin/metrics-collector" downgrade-db --help >/dev/null 2>&1; then
+        say "$1 (database schema $from_schema) has no downgrade-db: $2 knows schema $to_schema and will refuse a database migrated past it"
+        return 1
+    fi
+    local args=(downgrade-db --config "$CONFIG" --schema "$to_schema")
+    [[ "$to_compat" == "1" ]] && args+=(--reads-compat)
+    say "database: making it readable by $2 (schema $to_schema) with $1's metrics-collector ${args[*]}"
+    if ! as_service_user "$from/bin/metrics-collector" "${args[@]}"; then
+        return 1
+    fi
+}
+
 # ---------------------------------------------------------------- rollback
 
 if [[ $ROLLBACK -eq 1 ]]; then
@@ -156,6 +210,10 @@ if [[ $ROLLBACK -eq 1 ]]; then
     [[ -n "$to" && -d "$OPT/$to" ]] || die "no previous version to roll back to ($PREVIOUS is missing)"
     say "rolling back: current $from -> $to"
     [[ $NO_SYSTEMCTL -eq 1 ]] || systemctl stop "$SERVICE" 2>/dev/null || true
+    if [[ -n "$from" ]] && ! database_for "$from" "$to"; then
+        [[ $NO_SYSTEMCTL -eq 1 ]] || systemctl start "$SERVICE" 2>/dev/null || true
+        die "not rolled back (current is still $from): the database could not be made readable by $to (above)"
+    fi
     switch_link "$to" "$CURRENT"
     [[ -n "$from" ]] && switch_link "$from" "$PREVIOUS"
     if [[ -f "$OPT/$to/share/belabox-metrics/$SERVICE.service" ]]; then
@@ -358,6 +416,13 @@ chmod 0750 "$DATA_DIR"
 
 install_unit_from "$BUNDLE/$SERVICE.service"
 
+# The scripts stay on the board: the bundle in /tmp is gone after a reboot, a rollback is not.
+mkdir -p "$SCRIPTS"
+for script in install.sh uninstall.sh; do
+    install -m 0755 "$BUNDLE/$script" "$SCRIPTS/.$script.tmp.$$"
+    mv -f "$SCRIPTS/.$script.tmp.$$" "$SCRIPTS/$script"
+done
+
 # ---------------------------------------------------------------- 6. start and verify
 
 service_state="not started (--no-systemctl)"
@@ -369,6 +434,10 @@ if [[ $NO_SYSTEMCTL -eq 0 ]]; then
         show_journal
         if [[ -n "$old_target" ]]; then
             say "the new version does not stay up: rolling back to $old_target"
+            systemctl stop "$SERVICE" 2>/dev/null || true
+            if ! database_for "venvs/$venv_name" "$old_target"; then
+                die "$PACKAGE $VERSION failed to start, and the database it migrated cannot be made readable by $old_target (above): fix the cause of the failure (journal above), then: systemctl restart $SERVICE"
+            fi
             switch_link "$old_target" "$CURRENT"
             switch_link "venvs/$venv_name" "$PREVIOUS"
             if [[ -f "$OPT/$old_target/share/belabox-metrics/$SERVICE.service" ]]; then
@@ -397,8 +466,9 @@ printf '  %-10s %s\n' \
     "token" "$token_action" \
     "data" "$DATA_DIR" \
     "unit" "$UNIT" \
+    "scripts" "$SCRIPTS/install.sh (--rollback), $SCRIPTS/uninstall.sh" \
     "service" "$service_state"
 if [[ $NO_SYSTEMCTL -eq 0 ]]; then
     echo "  logs:      journalctl -u $SERVICE -f"
-    echo "  rollback:  sudo $0 --rollback"
+    echo "  rollback:  sudo $SCRIPTS/install.sh --rollback"
 fi

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,7 @@ def output(proc: subprocess.CompletedProcess[str]) -> str:
     return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
 
 
-def build(only: str, out: Path, *extra: str, repo: Path = REPO_ROOT) -> Path:
+def build(only: str, out: Path, *extra: str, repo: Path = REPO_ROOT, version: str = VERSION) -> Path:
     """Run build.sh; skip (dev box) or fail (CI) when the package index is unreachable."""
     env = {**os.environ, "PYTHON": sys.executable}
     proc = bash(repo / "scripts" / "build.sh", "--only", only, "--out", out, *extra, timeout=240, env=env)
@@ -67,7 +69,7 @@ def build(only: str, out: Path, *extra: str, repo: Path = REPO_ROOT) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     assert proc.returncode == 0, output(proc)
-    tarballs = sorted(out.glob(f"belabox-metrics-{VERSION}-*.tar.gz"))
+    tarballs = sorted(out.glob(f"belabox-metrics-{version}-*.tar.gz"))
     assert len(tarballs) == 1, f"expected one bundle in {out}: {tarballs}\n{output(proc)}"
     assert "summary" in proc.stdout and tarballs[0].name in proc.stdout, proc.stdout
     return tarballs[0]
@@ -191,6 +193,11 @@ def test_first_install_creates_venv_current_link_config_data_and_unit(first_inst
     assert stat.S_IMODE(layout.unit.stat().st_mode) == 0o644
     # The venv carries its own unit, for a rollback to restore.
     assert (layout.current / "share" / "belabox-metrics" / "metrics-collector.service").is_file()
+    # The scripts stay on the board (the unpacked bundle in /tmp does not).
+    for script in ("install.sh", "uninstall.sh"):
+        installed = layout.opt / "bin" / script
+        assert installed.read_bytes() == (REPO_ROOT / "scripts" / script).read_bytes()
+        assert stat.S_IMODE(installed.stat().st_mode) == 0o755
 
 
 def test_installed_collector_runs_and_accepts_the_installed_config(first_install: Layout) -> None:
@@ -249,8 +256,8 @@ def test_upgrade_keeps_edited_config_and_data_and_the_previous_venv(
     assert layout.venvs() == sorted([second, third])
     assert os.readlink(layout.previous) == f"venvs/{second}"
 
-    # --rollback swaps current and previous.
-    rollback = bash(host_bundle / "install.sh", "--root", layout.root, "--no-systemctl", "--rollback")
+    # --rollback swaps current and previous, with the script installed on the board.
+    rollback = bash(layout.opt / "bin" / "install.sh", "--root", layout.root, "--no-systemctl", "--rollback")
     assert rollback.returncode == 0, output(rollback)
     assert layout.current_venv() == second
     assert os.readlink(layout.previous) == f"venvs/{third}"
@@ -391,3 +398,157 @@ def test_token_file_is_installed_0600_kept_on_upgrade_and_checked_by_the_agent(h
     token.chmod(0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         read_secret_file(str(token), "remote.token_file")
+
+
+# -- upgrade across a migration, then roll back --------------------------------------------
+
+# The last commit whose schema is 4 (migration 5, "series indexed by lane", came next): a real
+# older release, built into a bundle from the repository's history. Its agent predates
+# schema_compat, so it refuses a schema 5 database outright, as released boards do.
+OLDER_RELEASE = "0c1b98e8025a5119c14be5ac478362d1f1441190"
+OLDER_SCHEMA = 4
+DEVICE = "box-rollback"
+
+
+@pytest.fixture(scope="module")
+def older_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tree = tmp_path_factory.mktemp("older-tree")
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "--format=tar", OLDER_RELEASE],
+                             capture_output=True, timeout=120, check=False)
+    if archive.returncode != 0:
+        message = f"the older release {OLDER_RELEASE[:10]} is not in this clone's history (a shallow clone?): " \
+                  + archive.stderr.decode(errors="replace")[-300:]
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    (tree / "older.tar").write_bytes(archive.stdout)
+    with tarfile.open(tree / "older.tar") as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(tree / "repo", filter="data")
+        else:
+            tar.extractall(tree / "repo")
+    repo = tree / "repo"
+    version = VERSION_RE.search((repo / "pyproject.toml").read_text()).group(1)  # type: ignore[union-attr]
+    schema = (repo / "src" / "belabox_metrics" / "store" / "schema.py").read_text()
+    assert schema.count("    Migration(\n") == OLDER_SCHEMA, "OLDER_RELEASE is not the schema 4 release"
+    tarball = build("host", tmp_path_factory.mktemp("older-dist"), repo=repo, version=version)
+    return unpack(tarball, tmp_path_factory.mktemp("older-unpacked"))
+
+
+def agent_env() -> dict[str, str]:
+    """The installed venv's code only: nothing of this checkout on the path."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
+SampleKey = tuple[str, str, int, float]
+
+
+def recorded(db: Path) -> set[SampleKey]:
+    """Every sample in the database, with plain SQL (the same in schema 4 and 5), read-only."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return {(str(n), str(labels), int(ts), float(v)) for n, labels, ts, v in conn.execute(
+            "SELECT s.name, s.labels, m.ts, m.value FROM samples m JOIN series s ON s.id = m.series_id "
+            "WHERE s.value_type = 0")}
+    finally:
+        conn.close()
+
+
+def schema_of(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def run_installed_agent(layout: Layout, log: Path, more_than: int, timeout: float = 90.0) -> int:
+    """Run the installed (current) agent until its database holds more than ``more_than``
+    samples, then stop it with SIGTERM; returns its exit code."""
+    db = layout.data / "metrics.db"
+    with log.open("ab") as out:
+        agent = subprocess.Popen([str(layout.current / "bin" / "metrics-collector"), "run", "--config",
+                                  str(layout.config)], stdout=out, stderr=subprocess.STDOUT, env=agent_env())
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert agent.poll() is None, f"agent exited {agent.returncode}: " + log.read_text()[-2000:]
+            try:
+                if db.exists() and len(recorded(db)) > more_than:
+                    break
+            except sqlite3.Error:  # the agent may be creating or migrating it
+                pass
+            assert time.monotonic() < deadline, "no new samples: " + log.read_text()[-2000:]
+            time.sleep(0.2)
+        agent.terminate()
+        return agent.wait(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+
+
+def test_upgrade_across_a_migration_then_rollback_loses_nothing(
+        host_bundle: Path, older_bundle: Path, tmp_path: Path) -> None:
+    """The schema 4 release records and uploads; this version migrates its database to 5
+    (keeping a copy), records and uploads more; the installed install.sh --rollback restores
+    the older venv and its unit and makes the database schema 4 again; the older agent opens
+    it and goes on; forward again. Every sample recorded is still stored, and VictoriaMetrics
+    (dedup off) holds each one exactly once."""
+    from tests.fault.support import agent_config, audit
+    from tests.helpers import free_port, require_tool
+    from tests.vm import VictoriaMetrics, vm_available
+
+    binary = vm_available() or require_tool("victoria-metrics", "victoria-metrics")
+    vm = VictoriaMetrics(binary, tmp_path / "vm-data", free_port(), dedup=False)
+    vm.start()
+    try:
+        layout = Layout(tmp_path / "root")
+        install(older_bundle, layout.root)
+        older_venv = layout.current_venv()
+        older_unit = layout.unit.read_bytes()
+        db = layout.data / "metrics.db"
+        agent_config(layout.config.parent, vm.import_url, device=DEVICE, db=db, remote_interval="300ms")
+        log = tmp_path / "agent.log"
+
+        assert run_installed_agent(layout, log, 20) == 0
+        assert schema_of(db) == OLDER_SCHEMA
+        by_older = recorded(db)
+
+        install(host_bundle, layout.root)  # the upgrade
+        assert layout.unit.read_bytes() == (host_bundle / "metrics-collector.service").read_bytes() != older_unit
+        assert run_installed_agent(layout, log, len(by_older) + 20) == 0
+        assert schema_of(db) == 5
+        copy = layout.data / "metrics.db.schema4.bak"
+        assert schema_of(copy) == OLDER_SCHEMA and recorded(copy) == by_older
+        before_rollback = recorded(db)
+        assert by_older < before_rollback
+
+        rollback = bash(layout.opt / "bin" / "install.sh", "--root", layout.root, "--no-systemctl", "--rollback")
+        assert rollback.returncode == 0, output(rollback)
+        assert "downgrade-db" in rollback.stdout and "nothing lost" in rollback.stdout, rollback.stdout
+        assert layout.current_venv() == older_venv
+        assert layout.unit.read_bytes() == older_unit
+        assert schema_of(db) == OLDER_SCHEMA and recorded(db) == before_rollback
+
+        # The older agent opens it (its query refuses a newer schema) and records on.
+        query = subprocess.run([str(layout.current / "bin" / "metrics-collector"), "query", "--config",
+                                str(layout.config), "--last", "1"], capture_output=True, text=True,
+                               timeout=60, env=agent_env(), check=False)
+        assert query.returncode == 0 and f"{len(before_rollback)} stored" in query.stdout, query.stdout + query.stderr
+        assert run_installed_agent(layout, log, len(before_rollback) + 20) == 0
+        after_older = recorded(db)
+        assert before_rollback < after_older
+
+        forward = bash(layout.opt / "bin" / "install.sh", "--root", layout.root, "--no-systemctl", "--rollback")
+        assert forward.returncode == 0, output(forward)
+        assert "downgrade-db" not in forward.stdout  # going forward, the newer one migrates by itself
+        assert run_installed_agent(layout, log, len(after_older) + 20) == 0
+        assert schema_of(db) == 5 and after_older < recorded(db)
+        assert sorted(p.name for p in layout.data.glob("*.bak")) == ["metrics.db.schema4.bak"]
+
+        found = audit(vm, db, vm.import_url, DEVICE)
+        assert found.ok and found.duplicates == 0, found
+        assert found.delivered >= len(before_rollback) > 0, found
+    finally:
+        vm.stop()

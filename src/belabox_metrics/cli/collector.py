@@ -59,6 +59,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="skip samples newer than this: VictoriaMetrics makes fresh rows searchable "
                              "with a delay (default 30s, like its -search.latencyOffset)")
 
+    downgrade = sub.add_parser(
+        "downgrade-db", help="before starting an older version: make the database readable by it, "
+                             "keeping what was recorded (install.sh --rollback runs this)")
+    downgrade.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    downgrade.add_argument("--schema", type=int, required=True,
+                           help="the newest schema version the older version knows")
+    downgrade.add_argument("--reads-compat", action="store_true",
+                           help="the older version reads schema_compat: a newer schema that only "
+                                "added things is left as it is")
+
     from belabox_metrics.cli import deadletters, dev
 
     deadletters.add_parser(sub, config_help)
@@ -105,6 +115,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return status(settings, args.window)
     if command == "verify":
         return verify(settings, args.since, args.settle)
+    if command == "downgrade-db":
+        return downgrade_db(settings, args.schema, args.reads_compat)
     if command == "dead-letters":
         from belabox_metrics.cli import deadletters
 
@@ -136,6 +148,25 @@ def check_config(settings: Settings, strict: bool = False) -> int:
     for warning in found.warnings:
         print(f"warning: {warning}")
     return EXIT_FAILURE if strict and found.warnings else EXIT_OK
+
+
+def downgrade_db(settings: Settings, schema: int, reads_compat: bool) -> int:
+    from belabox_metrics.store.downgrade import downgrade
+    from belabox_metrics.store.lock import AlreadyRunning
+
+    if schema < 1:
+        print(f"metrics-collector: --schema takes a schema version (1 or more), not {schema}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = downgrade(settings.storage.path, schema, reads_compat=reads_compat)
+    except AlreadyRunning as exc:
+        print(f"metrics-collector: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (SchemaError, sqlite3.Error, OSError) as exc:
+        print(f"metrics-collector: cannot downgrade {settings.storage.path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(result.message)
+    return EXIT_OK
 
 
 def query(settings: Settings, metric: str | None, last: int) -> int:

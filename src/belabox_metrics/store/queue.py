@@ -146,7 +146,7 @@ class SampleQueue:
         progress (the upload thread's), so it caches it; see ``__init__``."""
         conn = connect(path)
         try:
-            migrate(conn, MIGRATIONS, path=path)
+            migrate(conn, MIGRATIONS, path=path, keep_copy=True)
         except Exception:
             conn.close()
             raise
