@@ -2,7 +2,7 @@
 # Installs the real components the test suite runs against (Debian/Ubuntu packages):
 # VictoriaMetrics (+vmagent, vmauth, vmalert), promtool, srt-live-transmit, systemd-analyze, node_exporter,
 # qemu-user-static (the aarch64 proof), nginx, caddy, tinyproxy, squid, openssl (transport
-# conformance); Node + npm and build tools for the real upstream
+# conformance; nginx also gives single-node VM a cluster's URL layout); Node + npm and build tools for the real upstream
 # servers of ../shared/realsrc/ (belaUI.js, OpenIRL srt-live-server), which it then prepares:
 # both are cached under $REALSRC_CACHE (default /tmp/realsrc-cache), so a second run costs ~1 s.
 # Needs root and apt-get; does nothing when everything is already there.

@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--settle", default="30s",
                         help="skip samples newer than this: VictoriaMetrics makes fresh rows searchable "
                              "with a delay (default 30s, like its -search.latencyOffset)")
+    verify.add_argument("--query-url", default=None,
+                        help="where to read back from when it is not where the box writes, e.g. a "
+                             "cluster's vmselect: http://vmselect:8481/select/<accountID>/prometheus "
+                             "(default: derived from remote.url)")
+    verify.add_argument("--query-token-file", default=None,
+                        help="bearer token for --query-url (mode 0600; default remote.token_file): a "
+                             "device's token that may only import cannot export")
 
     downgrade = sub.add_parser(
         "downgrade-db", help="before starting an older version: make the database readable by it, "
@@ -114,7 +121,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
         return status(settings, args.window)
     if command == "verify":
-        return verify(settings, args.since, args.settle)
+        return verify(settings, args.since, args.settle, args.query_url, args.query_token_file)
     if command == "downgrade-db":
         return downgrade_db(settings, args.schema, args.reads_compat)
     if command == "dead-letters":
@@ -206,8 +213,10 @@ def query(settings: Settings, metric: str | None, last: int) -> int:
     return EXIT_OK
 
 
-def verify(settings: Settings, since: str, settle: str = "30s") -> int:
+def verify(settings: Settings, since: str, settle: str = "30s", query_url: str | None = None,
+           query_token_file: str | None = None) -> int:
     import time
+    import urllib.parse
 
     from belabox_metrics.secrets import read_secret_file
     from belabox_metrics.upload import verify as audit
@@ -218,8 +227,13 @@ def verify(settings: Settings, since: str, settle: str = "30s") -> int:
         window = parse_duration(since, "--since")
         settle_s = 0.0 if settle.strip() in ("0", "0s") else parse_duration(settle, "--settle")
         headers = {}
-        if settings.remote.token_file:
+        if query_token_file:
+            headers["Authorization"] = "Bearer " + read_secret_file(query_token_file, "--query-token-file")
+        elif settings.remote.token_file:
             headers["Authorization"] = "Bearer " + read_secret_file(settings.remote.token_file, "remote.token_file")
+        if query_url is not None and urllib.parse.urlsplit(query_url).scheme not in ("http", "https"):
+            raise ConfigError("--query-url", f"{logs.redact_url(query_url)!r} is not an http:// or https:// URL",
+                              "give the vmselect (or vmauth) URL, e.g. http://vmselect:8481/select/0/prometheus")
     except ConfigError as exc:
         print(f"metrics-collector: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -238,7 +252,7 @@ def verify(settings: Settings, since: str, settle: str = "30s") -> int:
         local = audit.sent_samples(queue, destination, settings.device.id, since_ms, until_ms)
     finally:
         queue.close()
-    url = audit.export_url(settings.remote.url)
+    url = audit.export_url(query_url or settings.remote.url)
     print(f"verifying {len(local)} samples sent since {format_ms(since_ms)} against {logs.redact_url(url)}")
     transport = HttpTransport(timeout=max(60.0, settings.remote.timeout), max_response_bytes=1 << 30,
                               tls=settings.remote.tls, proxy=settings.remote.proxy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -37,11 +38,27 @@ class VerifyReport:
         return not (self.missing or self.duplicated or self.value_mismatch)
 
 
-def export_url(import_url: str) -> str:
-    """/api/v1/import or /api/v1/write -> /api/v1/export on the same server."""
-    parts = urllib.parse.urlsplit(import_url)
+_CLUSTER_INSERT = re.compile(r"^(?P<base>.*)/insert/(?P<tenant>[0-9]+(?::[0-9]+)?)/prometheus(?:/.*)?$")
+
+
+def export_url(url: str) -> str:
+    """Where to export from, given the import URL (or ``--query-url``), on the same server:
+
+    - ``.../api/v1/import`` or ``.../api/v1/write`` -> ``.../api/v1/export``;
+    - a VictoriaMetrics cluster's vminsert path ``/insert/<accountID>/prometheus/...`` ->
+      vmselect's ``/select/<accountID>/prometheus/api/v1/export`` (same host: right through a
+      vmauth that routes both; a vminsert reached directly needs ``--query-url``);
+    - ``.../api/v1/export`` as it is; anything else (``http://vmselect:8481/select/1/prometheus``)
+      gets ``/api/v1/export`` appended.
+    """
+    parts = urllib.parse.urlsplit(url)
     path = parts.path
-    if path.endswith(("/api/v1/import", "/api/v1/write")):
+    cluster = _CLUSTER_INSERT.match(path)
+    if cluster:
+        path = f"{cluster['base']}/select/{cluster['tenant']}/prometheus/api/v1/export"
+    elif path.endswith("/api/v1/export"):
+        pass
+    elif path.endswith(("/api/v1/import", "/api/v1/write")):
         path = path[: path.rindex("/")] + "/export"
     else:
         path = path.rstrip("/") + "/api/v1/export"
