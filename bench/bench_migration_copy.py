@@ -1,5 +1,6 @@
 """What a rollback-safe migration costs: the copy the agent keeps before migrating
-(``VACUUM INTO``), next to a plain file copy of the same database (the peer), the migration
+(``VACUUM INTO``), next to a plain file copy of the same database and SQLite's backup API
+(the peers), the migration
 itself without the copy, and ``downgrade-db`` (the schema 4 layout rebuilt from every table).
 
     .venv/bin/python -m bench.bench_migration_copy [--samples 2000000] [--quick]
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sqlite3
 import time
 
 from belabox_metrics.store.db import connect
@@ -53,6 +55,18 @@ def fsync_copy(src: str, dst: str) -> None:
         os.fsync(handle.fileno())
 
 
+def backup_copy(src: str, dst: str) -> None:
+    """SQLite's online backup API, page by page: the other consistent copy."""
+    source, target = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    with open(dst, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def timed(action: object) -> float:
     started = time.perf_counter()
     action()  # type: ignore[operator]
@@ -76,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
         peer = os.path.join(tmp, "peer.db")
         peer_s = timed(lambda: fsync_copy(schema4, peer))
+        paged = os.path.join(tmp, "paged.db")
+        backup_s = timed(lambda: backup_copy(schema4, paged))
+        backup_bytes = os.path.getsize(paged)
 
         bare = os.path.join(tmp, "bare.db")
         fsync_copy(schema4, bare)
@@ -88,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     mib = size / 2**20
     rows = [
         ["plain file copy + fsync (peer)", f"{peer_s:.2f}", f"{mib / peer_s:.0f}", size],
+        ["SQLite backup API + fsync (peer)", f"{backup_s:.2f}", f"{mib / backup_s:.0f}", backup_bytes],
         ["migration 4 -> 5 alone (CREATE INDEX)", f"{migrate_s:.2f}", "", ""],
         ["agent start 4 -> 5: VACUUM INTO copy + migration", f"{with_copy_s:.2f}", f"{mib / with_copy_s:.0f}",
          copy_bytes],
