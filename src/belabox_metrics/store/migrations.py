@@ -151,8 +151,9 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration], *, path: 
         applied.append(migration.version)
     version = current_version(conn)
     if version and version <= len(migrations) and recorded_min_reader(conn, version) is None:
-        # Migrated by code older than schema_compat: say it once now.
-        with transaction(conn):
+        # Migrated by code older than schema_compat: say it once now (not possible on a
+        # read-only database, which a reader such as `status` may open: it stays unsaid).
+        with contextlib.suppress(sqlite3.OperationalError), transaction(conn):
             record_min_reader(conn, version, min_reader(migrations, version))
     return applied
 
