@@ -7,8 +7,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -70,3 +72,36 @@ def eventually(check: Callable[[], T | None], timeout: float = 60.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:g} s: {what} (last: {last!r})")
         time.sleep(interval)
+
+
+@contextmanager
+def stalled_server(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port whose server accepts connections (and lets requests in) but never answers:
+    a destination hung behind a dead uplink. Yields the port; closes everything on exit."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((host, 0))
+    listener.listen(64)
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        listener.close()
+        for conn in held:
+            conn.close()

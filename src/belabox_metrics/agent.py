@@ -399,7 +399,7 @@ class Agent:
         queue = self._open_queue(owns_upload_state=True)  # the one writer of upload progress
         try:
             self.uploader = Uploader(queue, self.transport, url=remote.url,
-                                     fmt=wire_format(remote.format, self.settings.device.id),
+                                     fmt=wire_format(remote.format, self.settings.device.id, remote.compression_level),
                                      clock=self.clock, log=get("upload"), policy=upload_policy(self.settings),
                                      headers=self.headers, stop=self.stop, heartbeat=self.upload_heartbeat,
                                      timeout=remote.timeout, budget=self.budget, lanes=self.upload_lanes)
