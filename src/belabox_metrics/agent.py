@@ -31,6 +31,7 @@ from belabox_metrics.liveness import StreamLiveness
 from belabox_metrics.logs import event, foreign_text, get, redact_url
 from belabox_metrics.model import Sample, make_labels
 from belabox_metrics.priority import CLASS_NAMES, classifier
+from belabox_metrics.runtime.backlog import LiveBacklog
 from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector
@@ -325,7 +326,8 @@ class Agent:
         self.storage_failures = 0
         self.skew: SkewMeasurement | None = None
         self.next_skew_check = start
-        self.stats: QueueStats | None = None
+        self.stats: QueueStats | None = None  # as last counted; current_stats() carries it forward
+        self.backlog = LiveBacklog(settings.storage.path)
         self.collection: CollectionLoop | None = None
         self.uploader: Uploader | None = None
         self.housekeeping: Housekeeping | None = None
@@ -365,12 +367,15 @@ class Agent:
             return held
         if self.held_total and self.trust is not None:
             released = queue.release_held(self.boot_id, offset_ms)
+            self.backlog.appended(released, None)
             self.restamped_total += released
             self.held_total = 0
             event(self.log, logging.INFO, "clock trusted again: re-stamped held samples from the monotonic clock",
                   count=released, reason=self.trust.reason)
         try:
-            return queue.append(samples)
+            stored = queue.append(samples)
+            self.backlog.appended(stored, samples[0].timestamp_ms if stored else None)  # batches are in time order
+            return stored
         except sqlite3.DatabaseError as exc:
             if is_corruption(exc) and not self.stop.is_set():
                 # Holding samples in memory would not help: stop, and let the restart check.
@@ -444,8 +449,21 @@ class Agent:
         if not force and now < self.next_stats_at:
             return
         started = time.perf_counter()
+        appended = self.backlog.begin_count()
         self.stats = queue.stats(self.destination, totals=False)
+        self.backlog.counted_now(self.stats, appended, self._left_backlog())
         self.next_stats_at = now + STATS_COST_FACTOR * (time.perf_counter() - started)
+
+    def _left_backlog(self) -> int:
+        """Samples that left the backlog since start: acknowledged or dead-lettered, dropped
+        by the size cap, coalesced."""
+        up, house = self.uploader, self.housekeeping
+        return ((up.resolved_total if up else 0)
+                + (house.dropped_unsent_total + house.coalesced_total if house else 0))
+
+    def current_stats(self) -> QueueStats | None:
+        """Queue figures as of now, also while an upload cycle is blocked (runtime/backlog.py)."""
+        return self.backlog.current(self._left_backlog())
 
     def _apply_classes(self, queue: SampleQueue, destinations: Sequence[str]) -> None:
         """Series whose priority class the config changed move lanes when that is safe."""
@@ -495,7 +513,7 @@ class Agent:
 
     # -- health and self-metrics -----------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        stats = self.stats
+        stats = self.current_stats()
         up = self.uploader
         collectors = [
             CollectorState(m.settings.name, m.runs, m.failures, m.last_error,
@@ -510,6 +528,7 @@ class Agent:
             destination=self.destination, last_upload_wall=up.last_success_wall if up else None,
             last_upload_error=up.last_error if up else None,
             upload_refused=up.refusing if up else None,
+            upload_in_flight_s=up.in_flight_seconds() if up else None, upload_timeout=self.settings.remote.timeout,
             pending=stats.pending if stats else 0, oldest_pending_ms=stats.oldest_pending_ms if stats else None,
             dead_letters=stats.dead_letters if stats else 0, db_bytes=stats.db_bytes if stats else 0,
             wal_bytes=stats.wal_bytes if stats else 0,
@@ -541,7 +560,7 @@ class Agent:
 
     def _metric_families(self) -> list[Family]:
         per = [m for m in self.scheduled if m.settings.name != "agent.self_metrics"]
-        up, stats, house = self.uploader, self.stats, self.housekeeping
+        up, stats, house = self.uploader, self.current_stats(), self.housekeeping
         families = [
             Family("collector.metrics_collected_total", "counter", "Samples produced, per collector.",
                    [(make_labels(collector=m.settings.name), float(m.samples)) for m in per]),

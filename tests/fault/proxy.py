@@ -112,6 +112,11 @@ class FaultProxy:
         with self._lock:
             self.script.extend(faults)
 
+    def clear(self) -> None:
+        """Drop the faults not used yet: from now on every request is forwarded."""
+        with self._lock:
+            self.script.clear()
+
     def remaining(self) -> int:
         with self._lock:
             return len(self.script)

@@ -101,3 +101,16 @@ def test_a_destination_refusing_uploads_is_not_ok_even_just_after_a_success() ->
     assert doc["status"] == "degraded" and uploader["status"] == "degraded"
     assert "destination refuses uploads" in uploader["reason"] and "plain HTTP" in uploader["reason"]
     assert status(upload_refused=refused, pending=0) == "ok"  # nothing waiting: nothing refused
+
+
+def test_a_request_in_flight_beyond_twice_the_timeout_degrades_and_shows() -> None:
+    """A request the timeout does not end (a name lookup that hangs, a connect the kernel
+    keeps retrying) shows its age; past 2 x remote.timeout the uploader is degraded."""
+    within = evaluate(snap(upload_in_flight_s=19.0, upload_timeout=10.0), LIMITS)
+    assert within["status"] == "ok"
+    assert within["components"]["uploader"]["in_flight_seconds"] == 19.0  # type: ignore[index]
+    hung = evaluate(snap(upload_in_flight_s=21.0, upload_timeout=10.0), LIMITS)
+    assert hung["status"] == "degraded"
+    assert "in flight for 21s" in hung["components"]["uploader"]["reason"]  # type: ignore[index]
+    assert evaluate(snap(), LIMITS)["components"]["uploader"]["in_flight_seconds"] is None  # type: ignore[index]
+    assert status(upload_in_flight_s=60.0, upload_enabled=False) == "ok"

@@ -4,6 +4,7 @@ clock, no threads, no HTTP).
 ok        every collector healthy, uploads keep up, pending below the degraded threshold
 degraded  at least one collector failing; or no successful upload for more than 2× the
           upload interval while samples are pending; or pending >= the degraded threshold;
+          or a request has been in flight for more than 2× remote.timeout;
           or the clock is untrusted (samples held) or skewed beyond the warning threshold
 error     every collector failing; or no successful upload for more than ``upload_error_after``
           (10 min) while more than the error threshold (10,000) samples are pending
@@ -26,6 +27,9 @@ class Thresholds:
     upload_stale_factor: float = 2.0
     upload_error_after: float = 600.0
     skew_warn_ms: float = 2_000.0
+    # A request on the wire longer than this many times remote.timeout hangs somewhere the
+    # timeout does not reach (a name lookup, a kernel that keeps retrying a connect).
+    in_flight_factor: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class Snapshot:
     unstored: int = 0               # samples held in memory because the database cannot be written
     # The destination refuses uploads as such (an HTML 400, a proxy's answer): why.
     upload_refused: str | None = None
+    # How long the request on the wire now has been waiting (None: none is), and remote.timeout.
+    upload_in_flight_s: float | None = None
+    upload_timeout: float = 10.0
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -120,6 +127,13 @@ def evaluate(snap: Snapshot, limits: Thresholds) -> dict[str, object]:
             # Valid samples are being refused: not "ok", even while a recent success (just
             # before the refusals began) keeps the staleness rule quiet.
             upload_status, upload_reason = DEGRADED, f"destination refuses uploads: {snap.upload_refused}"
+    in_flight = snap.upload_in_flight_s
+    hung = in_flight is not None and in_flight > limits.in_flight_factor * snap.upload_timeout
+    if snap.upload_enabled and hung and upload_status == OK:
+        upload_status = DEGRADED
+        upload_reason = (f"a request has been in flight for {in_flight:.0f}s, more than "
+                         f"{limits.in_flight_factor:g} x remote.timeout ({snap.upload_timeout:g}s): "
+                         "the destination or the uplink hangs")
 
     time_status, time_reason = OK, snap.clock_reason
     if not snap.clock_trusted:
@@ -146,6 +160,7 @@ def evaluate(snap: Snapshot, limits: Thresholds) -> dict[str, object]:
                 "last_error": snap.last_upload_error, "pending": snap.pending,
                 "oldest_pending": rfc3339(snap.oldest_pending_ms / 1000) if snap.oldest_pending_ms else None,
                 "dead_letters": snap.dead_letters,
+                "in_flight_seconds": round(in_flight, 1) if in_flight is not None else None,
             },
             "storage": {"status": storage_status, "reason": storage_reason, "db_bytes": snap.db_bytes,
                         "wal_bytes": snap.wal_bytes, "dropped_unsent": snap.dropped_unsent,

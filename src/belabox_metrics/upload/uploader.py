@@ -22,7 +22,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from belabox_metrics.clock import Clock
@@ -265,6 +265,11 @@ class Uploader:
         self.dead_total = 0
         self.requests_total = 0
         self.bytes_sent_total = 0
+        # Rows that left the backlog (acknowledged or dead-lettered): keeps health's pending
+        # figure current while a cycle runs (runtime/backlog.py).
+        self.resolved_total = 0
+        # Monotonic start of the request on the wire now, None between requests.
+        self.in_flight_since: float | None = None
         self.last_success_wall: float | None = None
         self.last_error: str | None = None
         self.last_status: int | None = None
@@ -299,6 +304,7 @@ class Uploader:
             delivery = self._deliver_claim(rows, deadline)
             if delivery.resolved:
                 self.queue.ack_claims(self.destination, claims, delivery.resolved, delivery.dead)
+                self.resolved_total += delivery.resolved
             result.acknowledged += delivery.resolved
             result.dead += len(delivery.dead)
             self.dead_total += len(delivery.dead)
@@ -525,7 +531,7 @@ class Uploader:
                 # A connect plus a response read may each take the full timeout.
                 self.heartbeat.beat(2 * self.timeout + 10)
             try:
-                response = self.transport.post(self.url, body, headers)
+                response = self._send(body, headers)
             except TransportError as exc:
                 error, error_type = f"no answer: {foreign_text(str(exc), 500)}", "transport"
             else:
@@ -579,6 +585,18 @@ class Uploader:
             # During the shutdown flush (deadline set) stop is already set: sleep anyway.
             if self.clock.wait(delay, self.stop if deadline is None else _NEVER) and deadline is None:
                 return None, error
+
+    def _send(self, body: bytes, headers: Mapping[str, str]) -> Response:
+        self.in_flight_since = self.clock.monotonic()
+        try:
+            return self.transport.post(self.url, body, headers)
+        finally:
+            self.in_flight_since = None
+
+    def in_flight_seconds(self) -> float | None:
+        """How long the request on the wire now has been waiting, None between requests."""
+        since = self.in_flight_since
+        return None if since is None else max(0.0, self.clock.monotonic() - since)
 
     def _wait_for_budget(self, size: int, deadline: float | None) -> bool:
         """Wait until the bandwidth budget lets ``size`` bytes go. False when stopping or
