@@ -32,6 +32,7 @@ from belabox_metrics.logs import event, foreign_text, get, redact_url
 from belabox_metrics.model import Sample, make_labels
 from belabox_metrics.priority import CLASS_NAMES, classifier
 from belabox_metrics.runtime.backlog import LiveBacklog
+from belabox_metrics.runtime.upload_record import UploadRecord
 from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector
@@ -412,12 +413,14 @@ class Agent:
             self._apply_classes(queue, destinations)
             self.housekeeping = Housekeeping(queue, self.settings, destinations, self.clock, get("storage"))
             self._refresh_stats(queue, force=True)
+            record = UploadRecord(self.settings.storage.path)  # the last error, for `status` when stopped
             while True:
                 self.upload_heartbeat.beat(remote.interval + 10)
                 if self.clock.wait(remote.interval, self.stop):
                     break
                 if remote.enabled:
                     self._storage_guard("upload", self.uploader.run_cycle)
+                    record.note(self.uploader.last_error, int(self.clock.wall() * 1000))
                 self.upload_heartbeat.beat(120)
                 if self.classes_waiting:
                     self._apply_classes(queue, destinations)
@@ -429,6 +432,7 @@ class Agent:
             if remote.enabled:
                 deadline = self.clock.monotonic() + remote.shutdown_grace
                 result = self.uploader.run_cycle(deadline=deadline)
+                record.note(self.uploader.last_error, int(self.clock.wall() * 1000))
                 event(self.log, logging.INFO, "final upload", acknowledged=result.acknowledged,
                       pending=queue.pending_count(self.destination), error=result.error)
             housekeeping = self.housekeeping

@@ -53,3 +53,11 @@ def number(value: float) -> str:
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return repr(float(f"{value:.12g}"))
+
+
+def exact(value: float) -> str:
+    """The stored float exactly, for people reading it (`query`, `status --all`): 46 for 46.0,
+    0.1 for 0.1, 0.30000000000000004 as it is (repr round-trips)."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))

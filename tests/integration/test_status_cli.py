@@ -30,19 +30,31 @@ metrics:
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port("127.0.0.1", health, proc=agent)
-        time.sleep(2.5)
-        shown = subprocess.run([*cli("metrics-collector"), "status", "--config", str(cfg)], env=ENV,
-                               capture_output=True, text=True, timeout=60)
+        deadline = time.monotonic() + 60
+        while True:  # the remote does not exist: uploads fail, and after 2 intervals health says so
+            shown = subprocess.run([*cli("metrics-collector"), "status", "--config", str(cfg)], env=ENV,
+                                   capture_output=True, text=True, timeout=60)
+            if "status-box: DEGRADED" in shown.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert shown.returncode == 0, shown.stderr
         out = shown.stdout
-        assert "agent:    DEGRADED" in out  # the remote does not exist: uploads fail
+        assert "status-box: DEGRADED" in out, out
         assert "last error: no answer" in out and "Connection refused" in out
-        assert "samples not yet uploaded" in out and "oldest from" in out
-        assert "memory.used_bytes" in out and "srt.packet_loss" in out and "source=mock" in out
+        assert "not yet uploaded" in out and "oldest" in out
+        assert "memory   " in out and "SRT      mock" in out
+        assert len(out.splitlines()) <= 20, out
+        every = subprocess.run([*cli("metrics-collector"), "status", "--config", str(cfg), "--all"], env=ENV,
+                               capture_output=True, text=True, timeout=60).stdout
+        assert "memory.used_bytes" in every and "srt.packet_loss" in every and "source=mock" in every
     finally:
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0
     stopped = subprocess.run([*cli("metrics-collector"), "status", "--config", str(cfg)], env=ENV,
                              capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 1
-    assert "not answering" in stopped.stdout and "memory.used_bytes" in stopped.stdout
+    out = stopped.stdout
+    assert "not answering" in out and "memory   " in out
+    # Stopped: the last upload and the last error come from what is on disk.
+    assert "last acknowledged never" in out
+    assert "last error: no answer" in out and "Connection refused" in out, out

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from belabox_metrics import __version__, logs
 from belabox_metrics.config import DEFAULT_CONFIG_PATH, Settings, load_config
+from belabox_metrics.naming import exact
 from belabox_metrics.runtime.startup import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, run
 from belabox_metrics.store.migrations import SchemaError
 from belabox_metrics.store.queue import SampleQueue
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="at a glance: health, backlog, last upload, last value of each metric")
     status.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     status.add_argument("--window", default="10m", help="show metrics seen within this window (default 10m)")
+    status.add_argument("--all", action="store_true", dest="show_all",
+                        help="also the last value of every series (histograms: count, mean, p95)")
 
     verify = sub.add_parser("verify", help="check that what was recorded as sent is in VictoriaMetrics, once")
     verify.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
@@ -119,7 +122,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if command == "status":
         from belabox_metrics.cli.status import status
 
-        return status(settings, args.window)
+        return status(settings, args.window, args.show_all)
     if command == "verify":
         return verify(settings, args.since, args.settle, args.query_url, args.query_token_file)
     if command == "downgrade-db":
@@ -204,7 +207,7 @@ def query(settings: Settings, metric: str | None, last: int) -> int:
     for row, sent in rows:
         sample = row.sample
         labels = ",".join(f'{k}="{v}"' for k, v in sample.labels)
-        value = f"{sample.value:g}" if sample.value is not None else str(sample.text)
+        value = exact(sample.value) if sample.value is not None else str(sample.text)
         table.append((format_ms(sample.timestamp_ms), sample.name, value, labels, "yes" if sent else "no"))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:

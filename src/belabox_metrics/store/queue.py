@@ -660,6 +660,12 @@ class SampleQueue:
             out.append((row, sent))
         return out
 
+    def last_acknowledged_ms(self, destination: str) -> int | None:
+        """When ``destination`` last acknowledged anything (wall clock, ms), None if never."""
+        row = self.conn.execute("SELECT MAX(updated_at_ms) FROM upload_state WHERE destination = ?",
+                                (destination,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     def latest_per_series(self, since_ms: int) -> list[Row]:
         """The newest sample of every series seen since ``since_ms`` (one range scan)."""
         rows = self.conn.execute(
