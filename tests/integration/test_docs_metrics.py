@@ -86,7 +86,7 @@ class Feeder:
             path.write_text("")
         self.mediamtx = json.loads(fixture_text("mediamtx_srtconns_list_CONSTRUCTED.json"))
         self.sls = json.loads(fixture_text("sls_stats_legacy_noalbs170.json"))
-        server.set("/stats/play_abc", fixture_text("openirl_sls_stats_modern.json"))
+        server.set("/stats/play_abc", fixture_text("openirl-real/stats_modern_live_1.json"))
         server.set("/metrics", fixture_text("irlserver_srtla_rec_metrics_sample.txt"), content_type="text/plain")
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
