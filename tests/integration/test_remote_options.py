@@ -503,5 +503,16 @@ def test_every_remote_option_has_a_probe() -> None:
                 "token_file"}
     assert {"url", "compression_level", "retry.max_attempts", "bandwidth.live_settle"} <= documented
     assert expected <= documented
+    # Options of the transport are probed where its servers live: a named test there must exist.
+    elsewhere = {
+        "proxy": ("tests/unit/test_http_proxy.py", "test_configured_proxy_wins_and_none_goes_direct"),
+        "tls.ca_file": ("tests/unit/test_tls.py", "test_a_private_ca_is_trusted_and_the_connection_kept_alive"),
+        "tls.cert_file": ("tests/unit/test_tls.py", "test_mutual_tls_needs_the_client_certificate"),
+        "tls.key_file": ("tests/unit/test_tls.py", "test_mutual_tls_needs_the_client_certificate"),
+        "tls.server_name": ("tests/unit/test_tls.py", "test_server_name_is_sent_and_verified"),
+    }
+    for option, (path, test) in elsewhere.items():
+        assert f"def {test}(" in (REPO_ROOT / path).read_text(encoding="utf-8"), (option, path, test)
+        probes.add(option.replace(".", "_"))
     missing = sorted(o for o in documented if o.replace(".", "_") not in probes)
     assert not missing, f"documented remote options without a behaviour test here: {missing}"
