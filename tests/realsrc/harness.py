@@ -76,8 +76,35 @@ def sls_binary() -> Path:
     return Path(_script_output(_shared_script("sls", "build.sh"), "srt-live-server build", 1500))
 
 
+class Daemon:
+    """A server process this harness started: its log's tail, and a stop that always ends
+    it and removes the fixed path the upstream program leaves behind."""
+
+    proc: subprocess.Popen[bytes] | None
+    log_path: Path
+    leftover: str
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-1500:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.leftover)
+
+
 @dataclass
-class BelaUi:
+class BelaUi(Daemon):
     """One real belaUI on 127.0.0.1:port, with its hardware state files under run/state."""
 
     app: Path
@@ -145,23 +172,8 @@ class BelaUi:
             time.sleep(0.1)
         raise TimeoutError(f"belaUI did not accept a websocket in {timeout:g}s: {self.log_tail()}")
 
-    def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-1500:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink("/tmp/belacoder_pipeline")  # belaUI's hard-coded pipeline path
+    # belaUI's hard-coded pipeline path, removed after a test
+    leftover = "/tmp/belacoder_pipeline"
 
 
 class Client:
@@ -231,7 +243,7 @@ def running_belaui(run: Path, port: int, *, password: str | None = None,
 
 
 @dataclass
-class Sls:
+class Sls(Daemon):
     """OpenIRL srt-live-server on loopback: HTTP API, a publisher and a player port, its
     SQLite database and the admin API key it generates on the first start."""
 
@@ -303,23 +315,7 @@ class Sls:
         except urllib.error.HTTPError as exc:
             return json.loads(exc.read())
 
-    def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-1500:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink("/tmp/sls/pid.txt")  # sls's hard-coded pid file
+    leftover = "/tmp/sls/pid.txt"  # sls's hard-coded pid file
 
 
 NULL_TS = (bytes([0x47, 0x1F, 0xFF, 0x10]) + b"\xff" * 184) * 7  # 7 MPEG-TS null packets
