@@ -36,7 +36,7 @@ from belabox_metrics.runtime.upload_record import UploadRecord
 from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector
-from belabox_metrics.store.queue import QueueStats, SampleQueue, SeriesLanes
+from belabox_metrics.store.queue import QueueStats, SampleQueue, SeriesLanes, UploadProgress
 from belabox_metrics.store.recovery import is_corruption, mark_suspect
 from belabox_metrics.timesync import ClockTrust, SkewMeasurement, measure_skew
 from belabox_metrics.upload.bandwidth import TokenBucket
@@ -255,11 +255,16 @@ class Housekeeping:
         wal_bytes = os.path.getsize(wal_path) if os.path.exists(wal_path) else 0
         if final or now >= self.next_checkpoint or wal_bytes > storage.wal_checkpoint_size:
             self.next_checkpoint = now + storage.wal_checkpoint_interval
-            self.checkpoint(wal_bytes)
+            self.checkpoint(wal_bytes, truncate=final or wal_bytes > storage.wal_checkpoint_size)
 
-    def checkpoint(self, wal_bytes: int) -> None:
+    def checkpoint(self, wal_bytes: int, *, truncate: bool = False) -> None:
+        """PASSIVE on the interval: the WAL file keeps its size and is overwritten in place (a
+        truncated WAL grows again, and on ext4 each commit that grows it is a journal commit
+        too: twice the flash writes). TRUNCATE at shutdown, and when the WAL has grown past
+        ``storage.wal_checkpoint_size`` (a reader held it, or a backlog was stored at once)."""
         started = time.perf_counter()
-        busy = self.queue.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        busy = self.queue.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
         wal_path = self.settings.storage.path + "-wal"
         after = os.path.getsize(wal_path) if os.path.exists(wal_path) else 0
         self.checkpoints += 1
@@ -319,6 +324,8 @@ class Agent:
             self.budget = TokenBucket(self.clock, remote.bandwidth, live=self.stream_live)
         # Shared by the threads' queues: which priority lane (class) each series is in.
         self.series_lanes = SeriesLanes(classifier(remote.priority))
+        # Acknowledged upload progress, committed with the next round's samples (flash).
+        self.upload_progress = UploadProgress()
         self.classes_waiting = 0
         self.next_stats_at = 0.0
         self.trust: ClockTrust | None = None
@@ -344,7 +351,7 @@ class Agent:
 
     def _open_queue(self, *, owns_upload_state: bool = False) -> SampleQueue:
         return SampleQueue.open(self.settings.storage.path, lanes=self.series_lanes,
-                                owns_upload_state=owns_upload_state)
+                                owns_upload_state=owns_upload_state, progress=self.upload_progress)
 
     def upload_lanes(self) -> tuple[int, ...]:
         """The priority classes the uploader serves now, P0 first: fewer while live."""

@@ -28,6 +28,7 @@ import contextlib
 import math
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from typing import NamedTuple
 from belabox_metrics import __version__
 from belabox_metrics.logs import mask_secrets
 from belabox_metrics.model import Labels, Sample, decode_labels, encode_labels
-from belabox_metrics.store.db import connect, transaction
+from belabox_metrics.store.db import STORE_PAGE_SIZE, connect, transaction
 from belabox_metrics.store.migrations import migrate
 from belabox_metrics.store.progress import (
     ABOVE_MARK_SQL,
@@ -80,6 +81,67 @@ class SeriesLanes:
         self.of_series: dict[int, int] = {}
 
 
+class UploadProgress:
+    """Upload progress acknowledged in this process, shared by its queues (issue 21: flash).
+
+    An acknowledgement moves the upload thread's progress here, in memory, without a commit
+    of its own; the collection thread's next append (a round's fsync'd commit, a few seconds
+    later) writes it in the same commit. That saves one fsync'd commit per upload cycle (a
+    third of the agent's commits at the shipped config). The trade: after kill -9 or a power
+    cut, what was acknowledged since the last append is sent again, once; VictoriaMetrics
+    (``-dedup.minScrapeInterval=1ms``) and metrics-receiver store it once. Nothing stored is
+    ever lost: the database's progress is only ever behind the truth, never ahead of it.
+
+    Acknowledgements and appends both run under the database's write lock (BEGIN IMMEDIATE),
+    so the lateness check of an append always sees the progress of every acknowledgement
+    before it. Progress waits at most ``max_unsaved_s`` (no append meanwhile: the upload
+    thread commits it itself), and is committed when the owning queue closes."""
+
+    def __init__(self, max_unsaved_s: float = 60.0) -> None:
+        self.max_unsaved_s = max_unsaved_s
+        self.states: dict[tuple[str, int], UploadState] = {}  # the owner's cache: every known state
+        self.unsaved: dict[tuple[str, int], UploadState] = {}
+        self.unsaved_since: float | None = None
+        self.saved_with_samples = 0  # progress writes that rode on an append's commit
+        self.lock = threading.Lock()
+
+    def defer(self, key: tuple[str, int], state: UploadState) -> None:
+        with self.lock:
+            if not self.unsaved:
+                self.unsaved_since = time.monotonic()
+            self.unsaved[key] = state
+
+    def pending(self) -> dict[tuple[str, int], UploadState]:
+        with self.lock:
+            return dict(self.unsaved)
+
+    def saved(self, written: dict[tuple[str, int], UploadState]) -> None:
+        """``written`` is committed: drop each entry not replaced meanwhile."""
+        with self.lock:
+            for key, state in written.items():
+                if self.unsaved.get(key) is state:
+                    del self.unsaved[key]
+            if not self.unsaved:
+                self.unsaved_since = None
+
+    def overdue(self) -> bool:
+        since = self.unsaved_since
+        return since is not None and time.monotonic() - since >= self.max_unsaved_s
+
+    def snapshot(self) -> tuple[dict[tuple[str, int], UploadState], dict[tuple[str, int], UploadState]]:
+        with self.lock:
+            return dict(self.states), dict(self.unsaved)
+
+    def restore(self, snapshot: tuple[dict[tuple[str, int], UploadState], dict[tuple[str, int], UploadState]]) -> None:
+        with self.lock:
+            self.states.clear()
+            self.states.update(snapshot[0])
+            self.unsaved.clear()
+            self.unsaved.update(snapshot[1])
+            if not self.unsaved:
+                self.unsaved_since = None
+
+
 class Row(NamedTuple):
     ts: int
     series_id: int
@@ -120,7 +182,7 @@ class QueueStats:
 
 class SampleQueue:
     def __init__(self, conn: sqlite3.Connection, path: str = ":memory:", lanes: SeriesLanes | None = None,
-                 *, owns_upload_state: bool = False) -> None:
+                 *, owns_upload_state: bool = False, progress: UploadProgress | None = None) -> None:
         self.conn = conn
         self.path = path
         self.lanes = lanes or SeriesLanes()
@@ -128,7 +190,12 @@ class SampleQueue:
         # (acknowledgements, skip-ahead, class moves; other processes only read), so it may
         # keep the lanes' states in memory instead of reading them several times a cycle.
         # Entries are set when written and dropped whenever a transaction fails.
-        self._cached_states: dict[tuple[str, int], UploadState] | None = {} if owns_upload_state else None
+        # With ``progress`` (shared by the process's queues) acknowledgements are committed by
+        # the next append instead of a commit of their own: see UploadProgress.
+        self.progress = progress
+        self._owner = owns_upload_state
+        self._cached_states: dict[tuple[str, int], UploadState] | None = (
+            (progress.states if progress is not None else {}) if owns_upload_state else None)
         # Lanes a claim found empty, with the database's data_version then: until another
         # connection commits (new samples, late rows), such a lane is still empty and the
         # next claim need not scan for it. A drain of thousands of series makes dozens of
@@ -141,16 +208,17 @@ class SampleQueue:
 
     @classmethod
     def open(cls, path: str, device_id: str | None = None, lanes: SeriesLanes | None = None,
-             *, owns_upload_state: bool = False) -> SampleQueue:
+             *, owns_upload_state: bool = False, progress: UploadProgress | None = None) -> SampleQueue:
         """``owns_upload_state``: this queue is the only one in the process that writes upload
-        progress (the upload thread's), so it caches it; see ``__init__``."""
-        conn = connect(path)
+        progress (the upload thread's), so it caches it; see ``__init__``. ``progress``: shared
+        by the process's queues, acknowledgements ride on the next append's commit."""
+        conn = connect(path, page_size=STORE_PAGE_SIZE)
         try:
             migrate(conn, MIGRATIONS, path=path, keep_copy=True)
         except Exception:
             conn.close()
             raise
-        return cls(conn, path, lanes, owns_upload_state=owns_upload_state)
+        return cls(conn, path, lanes, owns_upload_state=owns_upload_state, progress=progress)
 
     @contextlib.contextmanager
     def _write(self, *, adds_samples: bool = True) -> Iterator[sqlite3.Connection]:
@@ -161,15 +229,42 @@ class SampleQueue:
         data_version that vouches for them."""
         if adds_samples:
             self._empty_lanes.clear()
+        progress = self.progress if self._owner else None
+        snapshot = progress.snapshot() if progress is not None else None
         try:
             with transaction(self.conn) as conn:
                 yield conn
         except BaseException:
-            if self._cached_states is not None:
+            if progress is not None and snapshot is not None:
+                progress.restore(snapshot)  # what this transaction moved did not happen
+            elif self._cached_states is not None:
                 self._cached_states.clear()
             raise
 
+    def _write_unsaved_progress(self) -> dict[tuple[str, int], UploadState]:
+        """Inside a write transaction: write the progress acknowledged but not yet committed.
+        The caller tells ``progress.saved`` once its commit returned."""
+        if self.progress is None:
+            return {}
+        unsaved = self.progress.pending()
+        for (destination, lane), state in unsaved.items():
+            self._upsert_state(destination, lane, state)
+        return unsaved
+
+    def save_progress(self) -> int:
+        """Commit the acknowledged progress not yet in the database (the agent does at
+        shutdown, through ``close``). Returns how many lane states were written."""
+        if self.progress is None or not self.progress.pending():
+            return 0
+        with self._write(adds_samples=False):
+            written = self._write_unsaved_progress()
+        self.progress.saved(written)
+        return len(written)
+
     def close(self) -> None:
+        if self._owner and self.progress is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.save_progress()
         self.conn.close()
 
     # -- series ----------------------------------------------------------------------
@@ -237,6 +332,10 @@ class SampleQueue:
             )
             inserted = self.conn.total_changes - before
             self._record_late(late)
+            progress = self._write_unsaved_progress()
+        if progress and self.progress is not None:
+            self.progress.saved(progress)
+            self.progress.saved_with_samples += len(progress)
         return inserted
 
     def _late_on_append(self, rows: list[tuple[int, int, object]]) -> list[tuple[str, int, int]]:
@@ -314,13 +413,16 @@ class SampleQueue:
 
     # -- upload state ----------------------------------------------------------------
     def _states(self) -> dict[tuple[str, int], UploadState]:
-        return {
+        states = {
             (str(r[0]), int(r[1])): state_from_row(r[2:])
             for r in self.conn.execute(
                 "SELECT destination, lane, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, "
                 "fresh_hi_sid FROM upload_state"
             )
         }
+        if self.progress is not None:
+            states.update(self.progress.pending())  # acknowledged, not yet committed: the truth
+        return states
 
     def state(self, destination: str, lane: int) -> UploadState:
         cache = self._cached_states
@@ -353,7 +455,20 @@ class SampleQueue:
         progress = progress if progress is not None else self.progress(destination)
         return progress.is_sent(key, self.lane_of(key[1]))
 
-    def _save_state(self, destination: str, lane: int, state: UploadState) -> None:
+    def _save_state(self, destination: str, lane: int, state: UploadState, *, defer: bool = False) -> None:
+        """Record a lane's new progress: in this transaction, or (``defer``, with a shared
+        UploadProgress) in memory, to be committed by the next append."""
+        if self._cached_states is not None:
+            self._cached_states[(destination, lane)] = state
+        if defer and self.progress is not None:
+            self.progress.defer((destination, lane), state)
+            return
+        self._upsert_state(destination, lane, state)
+        if self.progress is not None:
+            # Written here: an older unsaved entry for this lane must not overwrite it later.
+            self.progress.saved({(destination, lane): self.progress.pending().get((destination, lane), state)})
+
+    def _upsert_state(self, destination: str, lane: int, state: UploadState) -> None:
         lo = state.fresh_lo or (None, None)
         hi = state.fresh_hi or (None, None)
         self.conn.execute(
@@ -365,8 +480,6 @@ class SampleQueue:
             "fresh_hi_sid = excluded.fresh_hi_sid, updated_at_ms = excluded.updated_at_ms",
             (destination, lane, *state.mark, *lo, *hi, int(time.time() * 1000)),
         )
-        if self._cached_states is not None:
-            self._cached_states[(destination, lane)] = state
 
     # -- reading what is pending -------------------------------------------------------
     def _select(self, lane: int, where: str, params: Sequence[object], limit: int,
@@ -485,7 +598,12 @@ class SampleQueue:
         Every claim's progress and the ``dead`` rows are saved in one transaction."""
         now_ms = int(time.time() * 1000)
         remaining = sum(len(c.rows) for c in claims) if count is None else count
+        # Progress alone rides on the next append's commit (UploadProgress); an acknowledgement
+        # that writes rows (dead letters, stragglers) commits it, and all unsaved progress, now.
+        defer = self._owner and self.progress is not None and not dead and not self.progress.overdue()
+        written: dict[tuple[str, int], UploadState] = {}
         with self._write(adds_samples=False):
+            wrote_rows = bool(dead)
             if dead:
                 self.conn.executemany(
                     "INSERT INTO dead_letters (destination, ts, series_id, value, reason, created_at_ms) "
@@ -499,15 +617,21 @@ class SampleQueue:
                 acked = claim.rows[:remaining]
                 remaining -= len(acked)
                 if acked:
-                    self._ack_rows(destination, claim, acked)
+                    wrote_rows = self._ack_rows(destination, claim, acked, defer=defer) or wrote_rows
+            if wrote_rows or not defer:
+                written = self._write_unsaved_progress()
+        if written and self.progress is not None:
+            self.progress.saved(written)
 
-    def _ack_rows(self, destination: str, claim: Claim, acked: Sequence[Row]) -> None:
+    def _ack_rows(self, destination: str, claim: Claim, acked: Sequence[Row], *, defer: bool = False) -> bool:
+        """Move the progress over ``acked``; True when rows were written (late rows deleted,
+        stragglers recorded), so the transaction commits anyway."""
         if claim.region == "late":
             self.conn.executemany(
                 "DELETE FROM late_samples WHERE destination = ? AND ts = ? AND series_id = ?",
                 [(destination, r.ts, r.series_id) for r in acked],
             )
-            return
+            return True
         lane = claim.lane
         state = self.state(destination, lane)
         first, last = acked[0].key, acked[-1].key
@@ -520,11 +644,12 @@ class SampleQueue:
         else:
             lower = state.mark
             new_state = UploadState(max(last, state.mark), state.fresh_lo, state.fresh_hi)
-        self._record_stragglers(destination, lane, lower, last, acked)
-        self._save_state(destination, lane, self._merged(lane, new_state))
+        stragglers = self._record_stragglers(destination, lane, lower, last, acked)
+        self._save_state(destination, lane, self._merged(lane, new_state), defer=defer and not stragglers)
+        return stragglers
 
     def _record_stragglers(self, destination: str, lane: int, lower: Key, upper: Key,
-                           acked: Sequence[Row]) -> None:
+                           acked: Sequence[Row]) -> bool:
         """Rows of the lane inside (lower, upper] that the acknowledged request did not carry
         (committed after the claim was read, with an older timestamp) become late, never
         skipped."""
@@ -533,7 +658,7 @@ class SampleQueue:
             f"AND {_IN_LANE}", (*lower, *upper, lane),
         ).fetchone()[0])
         if in_range == len(acked):
-            return
+            return False
         carried = {r.key for r in acked}
         stragglers = [
             (destination, ts, sid)
@@ -546,6 +671,7 @@ class SampleQueue:
         self.conn.executemany(
             "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)", stragglers
         )
+        return True
 
     def _merged(self, lane: int, state: UploadState) -> UploadState:
         """Fold the fresh range into the mark once nothing of the lane is pending between them."""
