@@ -253,24 +253,27 @@ def file_kind(path: str) -> str:
 WAL_HEADER, FRAME_HEADER = 32, 24
 
 
-def wal_commits(wal: bytes) -> tuple[int, list[list[int]]]:
+def wal_commits(wal: bytes, from_offset: int = 0) -> tuple[int, list[list[int]]]:
     """(page size, the page numbers of each commit) of the valid frames of a WAL image: those
     carrying the header's salts, up to the last commit frame (SQLite's own rule, checksums
-    aside)."""
+    aside); only commits starting at or after ``from_offset``."""
     if len(wal) < WAL_HEADER:
         return 0, []
     page_size = int.from_bytes(wal[8:12], "big")
     salts = wal[16:24]
     commits: list[list[int]] = []
     current: list[int] = []
-    offset = WAL_HEADER
+    offset = first = WAL_HEADER
     while offset + FRAME_HEADER + page_size <= len(wal):
         header = wal[offset:offset + FRAME_HEADER]
         if header[8:16] != salts:
             break
+        if not current:
+            first = offset
         current.append(int.from_bytes(header[0:4], "big"))
         if int.from_bytes(header[4:8], "big"):  # the database size after a commit: a commit frame
-            commits.append(current)
+            if first >= from_offset:
+                commits.append(current)
             current = []
         offset += FRAME_HEADER + page_size
     return page_size, commits
@@ -285,7 +288,7 @@ def page_owners(db: Path) -> dict[int, str]:
         conn.close()
 
 
-def where_bytes_go(db: Path, snapshot: Path) -> str:
+def where_bytes_go(db: Path, snapshot: Path, from_offset: int) -> str:
     """A copy of the agent's database and WAL taken at the end of the window, frame by frame:
     frames per commit and which tables the frames hold, per kind of commit."""
     snapshot.mkdir(exist_ok=True)
@@ -293,7 +296,9 @@ def where_bytes_go(db: Path, snapshot: Path) -> str:
     wal = Path(f"{db}-wal").read_bytes()
     shutil.copyfile(db, copy)
     Path(f"{copy}-wal").write_bytes(wal)
-    page_size, commits = wal_commits(wal)
+    page_size, commits = wal_commits(wal, from_offset)
+    if not commits:  # the WAL was reset during the window: all of it
+        page_size, commits = wal_commits(wal)
     if not commits:
         return "agent WAL: no valid frames (checkpointed and reset)"
     owners = page_owners(copy)
@@ -303,8 +308,8 @@ def where_bytes_go(db: Path, snapshot: Path) -> str:
         kind = ("append" if "samples" in tables else "upload progress" if "upload_state" in tables
                 else "other: " + "+".join(sorted(tables)))
         kinds.setdefault(kind, []).append(pages)
-    lines = [f"agent WAL at the end of the window: page size {page_size}, {len(commits)} commits since its last "
-             f"reset, {sum(map(len, commits))} frames ({page_size + FRAME_HEADER} bytes each)"]
+    lines = [f"agent WAL at the end of the window: page size {page_size}, {len(commits)} commits in the window (or "
+             f"since the WAL's last reset), {sum(map(len, commits))} frames ({page_size + FRAME_HEADER} bytes each)"]
     for kind, group in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
         frames = Counter(owners.get(p, "free/new") for pages in group for p in pages)
         lines.append(f"  {kind}: {len(group)} commits, {sum(frames.values()) / len(group):.2f} frames per commit: "
@@ -413,7 +418,7 @@ def run(seconds: float, warmup: float, workdir: Path, loop: bool,
                 p.mark_end()
             end_s = time.time()
             results[0].files_end = sqlite_files(db)
-            results[0].where = where_bytes_go(db, workdir / "snapshot")
+            results[0].where = where_bytes_go(db, workdir / "snapshot", results[0].files_start.get("-wal", 0))
             window_s = end_s - start_s
             agent.stop()
             prom.stop()

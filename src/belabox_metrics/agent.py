@@ -35,7 +35,7 @@ from belabox_metrics.runtime.backlog import LiveBacklog
 from belabox_metrics.runtime.upload_record import UploadRecord
 from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
-from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector
+from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector, written_bytes
 from belabox_metrics.store.queue import QueueStats, SampleQueue, SeriesLanes, UploadProgress
 from belabox_metrics.store.recovery import is_corruption, mark_suspect
 from belabox_metrics.timesync import ClockTrust, SkewMeasurement, measure_skew
@@ -553,7 +553,8 @@ class Agent:
             extra={"device_id": self.settings.device.id, "session_id": self.session_id, "version": __version__,
                    "bandwidth": self._bandwidth_state(),
                    "pending_by_class": stats.pending_by_class if stats else {},
-                   "classes_served": [CLASS_NAMES[lane] for lane in self.upload_lanes()]},
+                   "classes_served": [CLASS_NAMES[lane] for lane in self.upload_lanes()],
+                   "written_bytes": written_bytes()},
         )
 
     def _bandwidth_state(self) -> dict[str, object]:
@@ -650,6 +651,11 @@ class Agent:
             Family("time.clock_trusted", "gauge", "1 while the wall clock is trusted, 0 while samples are held.",
                    [((), 1.0 if self.trust is None or self.trust.trusted() else 0.0)]),
         ]
+        written = written_bytes()
+        if written is not None:
+            families.append(Family("agent.written_bytes_total", "counter",
+                                   "Bytes the agent made the kernel write to storage (/proc/self/io write_bytes): "
+                                   "its flash wear.", [((), float(written))]))
         if self.skew is not None:
             families.append(Family("time.skew_ms", "gauge",
                                    "Reference clock minus local clock, in milliseconds.", [((), self.skew.skew_ms)]))

@@ -15,6 +15,22 @@ from dataclasses import dataclass, field
 from belabox_metrics.model import Labels, Sample, make_labels
 from belabox_metrics.naming import number, promql_label, promql_name
 
+
+def written_bytes(io_path: str = "/proc/self/io") -> int | None:
+    """Bytes this process made the kernel write to storage (``write_bytes`` of /proc/self/io:
+    page-cache pages it dirtied, each time again after they were written, and direct I/O).
+    On an SD card or eMMC this is the wear the agent causes. None where the kernel does not
+    say (macOS, a kernel without task I/O accounting)."""
+    try:
+        with open(io_path, "rb") as io:
+            for line in io:
+                if line.startswith(b"write_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 DURATION_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -44,6 +45,9 @@ metrics:
         assert "not yet uploaded" in out and "oldest" in out
         assert "memory   " in out and "SRT      mock" in out
         assert len(out.splitlines()) <= 20, out
+        if os.path.exists("/proc/self/io"):  # Linux: the agent's flash writes, from /proc/self/io
+            assert re.search(r"flash +[0-9.]+ MB written by the agent since it started \([0-9.]+ KB/s, ~[0-9]+ MB a day\)",
+                             out), out
         every = subprocess.run([*cli("metrics-collector"), "status", "--config", str(cfg), "--all"], env=ENV,
                                capture_output=True, text=True, timeout=60).stdout
         assert "memory.used_bytes" in every and "srt.packet_loss" in every and "source=mock" in every

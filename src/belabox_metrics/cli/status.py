@@ -9,6 +9,7 @@ is read directly, so the command also works while the agent is stopped.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -281,6 +282,16 @@ def _last_error_on_disk(settings: Settings, now: float) -> str:
     return text
 
 
+def _started_s(started: object) -> float | None:
+    """The health document's ``started`` (RFC 3339, UTC) as Unix seconds."""
+    if not isinstance(started, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def status(settings: Settings, window: str, show_all: bool = False) -> int:
     try:
         window_s = parse_duration(window, "--window")
@@ -342,6 +353,12 @@ def status(settings: Settings, window: str, show_all: bool = False) -> int:
     print(f"storage  {stats.db_bytes / 1e6:.1f} MB (+{stats.wal_bytes / 1e6:.1f} MB WAL), {stats.samples} samples, "
           f"{stats.series} series" + (f", {stats.dead_letters} dead letters" if stats.dead_letters else "")
           + (f", {held} held until the clock is trusted" if held else ""))
+    written = doc.get("written_bytes") if doc is not None else None
+    started = _started_s(doc.get("started")) if doc is not None else None
+    if isinstance(written, int) and started is not None and now > started:
+        rate = written / (now - started)
+        print(f"flash    {written / 1e6:.1f} MB written by the agent since it started "
+              f"({rate / 1e3:.2f} KB/s, ~{rate * 86400 / 1e6:.0f} MB a day)")
 
     glance = _temperatures(latest) + _srt(latest) + _modems(latest) + _cpu(latest)
     if glance:

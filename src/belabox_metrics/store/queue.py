@@ -192,7 +192,7 @@ class SampleQueue:
         # Entries are set when written and dropped whenever a transaction fails.
         # With ``progress`` (shared by the process's queues) acknowledgements are committed by
         # the next append instead of a commit of their own: see UploadProgress.
-        self.progress = progress
+        self.deferred = progress
         self._owner = owns_upload_state
         self._cached_states: dict[tuple[str, int], UploadState] | None = (
             (progress.states if progress is not None else {}) if owns_upload_state else None)
@@ -229,7 +229,7 @@ class SampleQueue:
         data_version that vouches for them."""
         if adds_samples:
             self._empty_lanes.clear()
-        progress = self.progress if self._owner else None
+        progress = self.deferred if self._owner else None
         snapshot = progress.snapshot() if progress is not None else None
         try:
             with transaction(self.conn) as conn:
@@ -244,9 +244,9 @@ class SampleQueue:
     def _write_unsaved_progress(self) -> dict[tuple[str, int], UploadState]:
         """Inside a write transaction: write the progress acknowledged but not yet committed.
         The caller tells ``progress.saved`` once its commit returned."""
-        if self.progress is None:
+        if self.deferred is None:
             return {}
-        unsaved = self.progress.pending()
+        unsaved = self.deferred.pending()
         for (destination, lane), state in unsaved.items():
             self._upsert_state(destination, lane, state)
         return unsaved
@@ -254,15 +254,15 @@ class SampleQueue:
     def save_progress(self) -> int:
         """Commit the acknowledged progress not yet in the database (the agent does at
         shutdown, through ``close``). Returns how many lane states were written."""
-        if self.progress is None or not self.progress.pending():
+        if self.deferred is None or not self.deferred.pending():
             return 0
         with self._write(adds_samples=False):
             written = self._write_unsaved_progress()
-        self.progress.saved(written)
+        self.deferred.saved(written)
         return len(written)
 
     def close(self) -> None:
-        if self._owner and self.progress is not None:
+        if self._owner and self.deferred is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.save_progress()
         self.conn.close()
@@ -333,9 +333,9 @@ class SampleQueue:
             inserted = self.conn.total_changes - before
             self._record_late(late)
             progress = self._write_unsaved_progress()
-        if progress and self.progress is not None:
-            self.progress.saved(progress)
-            self.progress.saved_with_samples += len(progress)
+        if progress and self.deferred is not None:
+            self.deferred.saved(progress)
+            self.deferred.saved_with_samples += len(progress)
         return inserted
 
     def _late_on_append(self, rows: list[tuple[int, int, object]]) -> list[tuple[str, int, int]]:
@@ -420,8 +420,8 @@ class SampleQueue:
                 "fresh_hi_sid FROM upload_state"
             )
         }
-        if self.progress is not None:
-            states.update(self.progress.pending())  # acknowledged, not yet committed: the truth
+        if self.deferred is not None:
+            states.update(self.deferred.pending())  # acknowledged, not yet committed: the truth
         return states
 
     def state(self, destination: str, lane: int) -> UploadState:
@@ -460,13 +460,13 @@ class SampleQueue:
         UploadProgress) in memory, to be committed by the next append."""
         if self._cached_states is not None:
             self._cached_states[(destination, lane)] = state
-        if defer and self.progress is not None:
-            self.progress.defer((destination, lane), state)
+        if defer and self.deferred is not None:
+            self.deferred.defer((destination, lane), state)
             return
         self._upsert_state(destination, lane, state)
-        if self.progress is not None:
+        if self.deferred is not None:
             # Written here: an older unsaved entry for this lane must not overwrite it later.
-            self.progress.saved({(destination, lane): self.progress.pending().get((destination, lane), state)})
+            self.deferred.saved({(destination, lane): self.deferred.pending().get((destination, lane), state)})
 
     def _upsert_state(self, destination: str, lane: int, state: UploadState) -> None:
         lo = state.fresh_lo or (None, None)
@@ -600,7 +600,7 @@ class SampleQueue:
         remaining = sum(len(c.rows) for c in claims) if count is None else count
         # Progress alone rides on the next append's commit (UploadProgress); an acknowledgement
         # that writes rows (dead letters, stragglers) commits it, and all unsaved progress, now.
-        defer = self._owner and self.progress is not None and not dead and not self.progress.overdue()
+        defer = self._owner and self.deferred is not None and not dead and not self.deferred.overdue()
         written: dict[tuple[str, int], UploadState] = {}
         with self._write(adds_samples=False):
             wrote_rows = bool(dead)
@@ -620,8 +620,8 @@ class SampleQueue:
                     wrote_rows = self._ack_rows(destination, claim, acked, defer=defer) or wrote_rows
             if wrote_rows or not defer:
                 written = self._write_unsaved_progress()
-        if written and self.progress is not None:
-            self.progress.saved(written)
+        if written and self.deferred is not None:
+            self.deferred.saved(written)
 
     def _ack_rows(self, destination: str, claim: Claim, acked: Sequence[Row], *, defer: bool = False) -> bool:
         """Move the progress over ``acked``; True when rows were written (late rows deleted,
