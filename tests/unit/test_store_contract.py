@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from belabox_metrics.model import Sample
-from belabox_metrics.store.queue import Claim, Key, SampleQueue, SeriesLanes
+from belabox_metrics.store.queue import Claim, Key, SampleQueue, SeriesLanes, UploadProgress
 
 DESTINATIONS = ("https://a.example/api/v1/import", "https://b.example/api/v1/import")
 NAMES = ("srt.rtt_ms", "cpu.temperature", "memory.used_bytes", "disk.read_bytes_total")
@@ -48,18 +48,22 @@ class Store:
             self.uploader.close()
 
 
-IMPLEMENTATIONS = ("one-connection", "two-connections", "two-connections-cached")
+# "deferred": the agent's layout, acknowledgements committed with the next append (a shared
+# UploadProgress, issue 21); the database alone may then be behind, never ahead.
+IMPLEMENTATIONS = ("one-connection", "two-connections", "two-connections-cached", "two-connections-deferred")
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     lanes = SeriesLanes(lane_of_name)
     path = str(tmp_path / "contract.db")
-    writer = SampleQueue.open(path, lanes=lanes)
+    shared = UploadProgress() if request.param.endswith("deferred") else None
+    writer = SampleQueue.open(path, lanes=lanes, progress=shared)
     if request.param == "one-connection":
         uploader = writer
     else:
-        uploader = SampleQueue.open(path, lanes=lanes, owns_upload_state=request.param.endswith("cached"))
+        uploader = SampleQueue.open(path, lanes=lanes, owns_upload_state=not request.param.endswith("connections"),
+                                    progress=shared)
     made = Store(writer, uploader)
     yield made
     made.close()
@@ -98,6 +102,15 @@ def check_agrees(store: Store, model: Model) -> None:
             who = (row.sample.name, row.ts)
             assert sent == (who in model.acked[destination]), (destination, who, "recent")
             assert queue.is_sent(destination, row.key) == (who in model.acked[destination]), (destination, who, "is_sent")
+    # What the database alone says (another process, or the agent after kill -9): never a
+    # sample sent that was not acknowledged (that would be lost); behind is allowed (re-sent).
+    fresh = SampleQueue.open(store.writer.path, lanes=SeriesLanes(lane_of_name))
+    try:
+        for destination in DESTINATIONS:
+            for row, sent in fresh.recent(None, 10**9, destination):
+                assert not sent or (row.sample.name, row.ts) in model.acked[destination], (destination, row.key)
+    finally:
+        fresh.close()
 
 
 def append(store: Store, model: Model, rng: random.Random, clock: list[int]) -> None:

@@ -192,7 +192,7 @@ class SampleQueue:
         # Entries are set when written and dropped whenever a transaction fails.
         # With ``progress`` (shared by the process's queues) acknowledgements are committed by
         # the next append instead of a commit of their own: see UploadProgress.
-        self.deferred = progress
+        self.shared_progress = progress
         self._owner = owns_upload_state
         self._cached_states: dict[tuple[str, int], UploadState] | None = (
             (progress.states if progress is not None else {}) if owns_upload_state else None)
@@ -229,7 +229,7 @@ class SampleQueue:
         data_version that vouches for them."""
         if adds_samples:
             self._empty_lanes.clear()
-        progress = self.deferred if self._owner else None
+        progress = self.shared_progress if self._owner else None
         snapshot = progress.snapshot() if progress is not None else None
         try:
             with transaction(self.conn) as conn:
@@ -244,9 +244,9 @@ class SampleQueue:
     def _write_unsaved_progress(self) -> dict[tuple[str, int], UploadState]:
         """Inside a write transaction: write the progress acknowledged but not yet committed.
         The caller tells ``progress.saved`` once its commit returned."""
-        if self.deferred is None:
+        if self.shared_progress is None:
             return {}
-        unsaved = self.deferred.pending()
+        unsaved = self.shared_progress.pending()
         for (destination, lane), state in unsaved.items():
             self._upsert_state(destination, lane, state)
         return unsaved
@@ -254,15 +254,15 @@ class SampleQueue:
     def save_progress(self) -> int:
         """Commit the acknowledged progress not yet in the database (the agent does at
         shutdown, through ``close``). Returns how many lane states were written."""
-        if self.deferred is None or not self.deferred.pending():
+        if self.shared_progress is None or not self.shared_progress.pending():
             return 0
         with self._write(adds_samples=False):
             written = self._write_unsaved_progress()
-        self.deferred.saved(written)
+        self.shared_progress.saved(written)
         return len(written)
 
     def close(self) -> None:
-        if self._owner and self.deferred is not None:
+        if self._owner and self.shared_progress is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.save_progress()
         self.conn.close()
@@ -333,9 +333,9 @@ class SampleQueue:
             inserted = self.conn.total_changes - before
             self._record_late(late)
             progress = self._write_unsaved_progress()
-        if progress and self.deferred is not None:
-            self.deferred.saved(progress)
-            self.deferred.saved_with_samples += len(progress)
+        if progress and self.shared_progress is not None:
+            self.shared_progress.saved(progress)
+            self.shared_progress.saved_with_samples += len(progress)
         return inserted
 
     def _late_on_append(self, rows: list[tuple[int, int, object]]) -> list[tuple[str, int, int]]:
@@ -420,8 +420,8 @@ class SampleQueue:
                 "fresh_hi_sid FROM upload_state"
             )
         }
-        if self.deferred is not None:
-            states.update(self.deferred.pending())  # acknowledged, not yet committed: the truth
+        if self.shared_progress is not None:
+            states.update(self.shared_progress.pending())  # acknowledged, not yet committed: the truth
         return states
 
     def state(self, destination: str, lane: int) -> UploadState:
@@ -460,13 +460,13 @@ class SampleQueue:
         UploadProgress) in memory, to be committed by the next append."""
         if self._cached_states is not None:
             self._cached_states[(destination, lane)] = state
-        if defer and self.deferred is not None:
-            self.deferred.defer((destination, lane), state)
+        if defer and self.shared_progress is not None:
+            self.shared_progress.defer((destination, lane), state)
             return
         self._upsert_state(destination, lane, state)
-        if self.deferred is not None:
+        if self.shared_progress is not None:
             # Written here: an older unsaved entry for this lane must not overwrite it later.
-            self.deferred.saved({(destination, lane): self.deferred.pending().get((destination, lane), state)})
+            self.shared_progress.saved({(destination, lane): self.shared_progress.pending().get((destination, lane), state)})
 
     def _upsert_state(self, destination: str, lane: int, state: UploadState) -> None:
         lo = state.fresh_lo or (None, None)
@@ -600,7 +600,7 @@ class SampleQueue:
         remaining = sum(len(c.rows) for c in claims) if count is None else count
         # Progress alone rides on the next append's commit (UploadProgress); an acknowledgement
         # that writes rows (dead letters, stragglers) commits it, and all unsaved progress, now.
-        defer = self._owner and self.deferred is not None and not dead and not self.deferred.overdue()
+        defer = self._owner and self.shared_progress is not None and not dead and not self.shared_progress.overdue()
         written: dict[tuple[str, int], UploadState] = {}
         with self._write(adds_samples=False):
             wrote_rows = bool(dead)
@@ -620,8 +620,8 @@ class SampleQueue:
                     wrote_rows = self._ack_rows(destination, claim, acked, defer=defer) or wrote_rows
             if wrote_rows or not defer:
                 written = self._write_unsaved_progress()
-        if written and self.deferred is not None:
-            self.deferred.saved(written)
+        if written and self.shared_progress is not None:
+            self.shared_progress.saved(written)
 
     def _ack_rows(self, destination: str, claim: Claim, acked: Sequence[Row], *, defer: bool = False) -> bool:
         """Move the progress over ``acked``; True when rows were written (late rows deleted,
@@ -785,12 +785,6 @@ class SampleQueue:
             sent = progress is not None and progress.is_sent(row.key, self.lane_of(sid))
             out.append((row, sent))
         return out
-
-    def last_acknowledged_ms(self, destination: str) -> int | None:
-        """When ``destination`` last acknowledged anything (wall clock, ms), None if never."""
-        row = self.conn.execute("SELECT MAX(updated_at_ms) FROM upload_state WHERE destination = ?",
-                                (destination,)).fetchone()
-        return int(row[0]) if row and row[0] is not None else None
 
     def latest_per_series(self, since_ms: int) -> list[Row]:
         """The newest sample of every series seen since ``since_ms`` (one range scan)."""
