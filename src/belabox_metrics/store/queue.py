@@ -762,6 +762,12 @@ class SampleQueue:
                 candidates.append(int(first[0]))
         return min(candidates) if candidates else None
 
+    def last_acknowledged_ms(self, destination: str) -> int | None:
+        """When ``destination`` last acknowledged anything (wall clock, ms), None if never."""
+        row = self.conn.execute("SELECT MAX(updated_at_ms) FROM upload_state WHERE destination = ?",
+                                (destination,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
