@@ -36,23 +36,26 @@ from typing import Any
 import belabox_metrics.agent as agent_module
 import belabox_metrics.store.queue as queue_module
 from belabox_metrics.config import load_config
+from belabox_metrics.runtime.housekeeping import Housekeeping
+from belabox_metrics.runtime.queue_figures import QueueFigures
 from belabox_metrics.selfmetrics import SelfMetricsCollector
 from belabox_metrics.store.queue import SampleQueue
+from belabox_metrics.upload.transport import HttpTransport
 from belabox_metrics.upload.uploader import Uploader
 from bench._common import table, temp_dir
 
 PARTS: tuple[tuple[type, str], ...] = (
     (agent_module.CollectionLoop, "run_due"),
-    (agent_module.CollectionLoop, "_collect_one"),
+    (agent_module.CollectionLoop, "collect_one"),
     (SampleQueue, "append"),
     (SelfMetricsCollector, "collect"),
     (Uploader, "run_cycle"),
     (SampleQueue, "next_claims"),
-    (Uploader, "_post"),
+    (HttpTransport, "post"),
     (SampleQueue, "ack_claims"),
-    (agent_module.Agent, "_refresh_stats"),
-    (agent_module.Housekeeping, "run"),
-    (agent_module.Agent, "_check_skew"),
+    (QueueFigures, "refresh"),
+    (Housekeeping, "run"),
+    (agent_module.Agent, "check_skew"),
 )
 
 
@@ -68,7 +71,7 @@ class Meter:
         label = f"{owner.__name__}.{name}"
         cpu_ns, calls = self.cpu_ns, self.calls
 
-        per_collector = owner is agent_module.CollectionLoop and name == "_collect_one"
+        per_collector = owner is agent_module.CollectionLoop and name == "collect_one"
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:

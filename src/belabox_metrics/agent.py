@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -32,6 +31,9 @@ from belabox_metrics.logs import event, foreign_text, get, redact_url
 from belabox_metrics.model import Sample, make_labels
 from belabox_metrics.priority import CLASS_NAMES, classifier
 from belabox_metrics.runtime.backlog import LiveBacklog
+from belabox_metrics.runtime.clock_gate import ClockGate
+from belabox_metrics.runtime.housekeeping import Housekeeping
+from belabox_metrics.runtime.queue_figures import QueueFigures
 from belabox_metrics.runtime.upload_record import UploadRecord
 from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
@@ -43,9 +45,6 @@ from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import wire_format
 from belabox_metrics.upload.transport import HttpTransport, Transport
 from belabox_metrics.upload.uploader import Uploader, UploadPolicy
-
-# Queue figures are counted again only after this many times the last count's duration.
-STATS_COST_FACTOR = 100.0
 
 # agent.health_status values, for alert rules.
 HEALTH_CODES = {"ok": 0, "degraded": 1, "error": 2}
@@ -126,11 +125,11 @@ class CollectionLoop:
         now_ms = int(self.clock.wall() * 1000)
         batch: list[Sample] = []
         for metric in due:
-            batch.extend(self._collect_one(metric, now_ms))
+            batch.extend(self.collect_one(metric, now_ms))
             metric.due = next_due(metric.due, metric.settings.interval, self.clock.monotonic())
         self._store(batch)
 
-    def _collect_one(self, metric: ScheduledMetric, now_ms: int) -> list[Sample]:
+    def collect_one(self, metric: ScheduledMetric, now_ms: int) -> list[Sample]:
         started = time.perf_counter()
         metric.runs += 1
         try:
@@ -184,6 +183,19 @@ class CollectionLoop:
         self.unstored = []
 
 
+def collector_families(scheduled: Sequence[ScheduledMetric]) -> list[Family]:
+    """Each scheduled collector's counters (the self-metrics collector aside)."""
+    per = [m for m in scheduled if m.settings.name != "agent.self_metrics"]
+    return [
+        Family("collector.metrics_collected_total", "counter", "Samples produced, per collector.",
+               [(make_labels(collector=m.settings.name), float(m.samples)) for m in per]),
+        Family("collector.metrics_failed_total", "counter", "Collection runs that failed, per collector.",
+               [(make_labels(collector=m.settings.name), float(m.failures)) for m in per]),
+        Family("collector.collection_duration_seconds", "histogram", "Time one collection run took.",
+               histograms=[(make_labels(collector=m.settings.name), m.duration) for m in per]),
+    ]
+
+
 def build_collectors(settings: Settings, ctx: CollectorContext) -> list[tuple[MetricSettings, Collector]]:
     specs = registry()
     return [(m, specs[m.name].factory(m, ctx)) for m in settings.enabled_metrics]
@@ -205,71 +217,6 @@ def read_boot_id(fs: FsRoot) -> str:
         return fs.read_proc("sys", "kernel", "random", "boot_id").strip()
     except OSError:
         return "unknown"
-
-
-@dataclass
-class Housekeeping:
-    """Retention, the disk cap and WAL checkpoints, run from the upload thread between
-    cycles (also when the uplink is down, so an offline box never fills its disk)."""
-
-    queue: SampleQueue
-    settings: Settings
-    destinations: Sequence[str]
-    clock: Clock
-    log: logging.Logger
-    every: float = 60.0
-    next_prune: float = 0.0
-    next_checkpoint: float = 0.0
-    dropped_unsent_total: int = 0
-    pruned_total: int = 0
-    coalesced_total: int = 0
-    checkpoints: int = 0
-
-    def __post_init__(self) -> None:
-        now = self.clock.monotonic()
-        self.next_checkpoint = now + self.settings.storage.wal_checkpoint_interval
-
-    def run(self, *, final: bool = False) -> None:
-        now = self.clock.monotonic()
-        storage = self.settings.storage
-        if now >= self.next_prune:
-            self.next_prune = now + self.every
-            cutoff_ms = int((self.clock.wall() - storage.retention) * 1000)
-            pruned = self.queue.prune_sent(self.destinations, cutoff_ms)
-            self.pruned_total += pruned
-            if storage.coalesce_after is not None:
-                older_than_ms = int((self.clock.wall() - storage.coalesce_after) * 1000)
-                coalesced = self.queue.coalesce_unsent(self.destinations, older_than_ms,
-                                                       int(storage.coalesce_interval * 1000))
-                if coalesced:
-                    self.coalesced_total += coalesced
-                    event(self.log, logging.INFO, "coalesced the old backlog (storage.coalesce_after)",
-                          deleted=coalesced, deleted_total=self.coalesced_total,
-                          keep_one_per=f"{storage.coalesce_interval:g}s")
-            dropped = self.queue.enforce_max_size(storage.max_size, self.destinations)
-            if dropped:
-                self.dropped_unsent_total += dropped
-                event(self.log, logging.WARNING, "storage.max_size reached: dropped the oldest unsent samples",
-                      dropped=dropped, dropped_total=self.dropped_unsent_total, max_size=storage.max_size)
-        wal_path = storage.path + "-wal"
-        wal_bytes = os.path.getsize(wal_path) if os.path.exists(wal_path) else 0
-        if final or now >= self.next_checkpoint or wal_bytes > storage.wal_checkpoint_size:
-            self.next_checkpoint = now + storage.wal_checkpoint_interval
-            self.checkpoint(wal_bytes, truncate=final or wal_bytes > storage.wal_checkpoint_size)
-
-    def checkpoint(self, wal_bytes: int, *, truncate: bool = False) -> None:
-        """PASSIVE on the interval: the WAL file keeps its size and is overwritten in place (a
-        truncated WAL grows again, and on ext4 each commit that grows it is a journal commit
-        too: twice the flash writes). TRUNCATE at shutdown, and when the WAL has grown past
-        ``storage.wal_checkpoint_size`` (a reader held it, or a backlog was stored at once)."""
-        started = time.perf_counter()
-        mode = "TRUNCATE" if truncate else "PASSIVE"
-        busy = self.queue.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
-        wal_path = self.settings.storage.path + "-wal"
-        after = os.path.getsize(wal_path) if os.path.exists(wal_path) else 0
-        self.checkpoints += 1
-        event(self.log, logging.INFO, "wal checkpoint", duration_ms=round((time.perf_counter() - started) * 1000, 1),
-              bytes_reclaimed=max(0, wal_bytes - after), wal_bytes=after, busy=bool(busy))
 
 
 class Agent:
@@ -302,7 +249,6 @@ class Agent:
             ScheduledMetric(m, c, due=start) for m, c in build_collectors(settings, self.ctx)
         ]
         self.self_metrics = SelfMetrics()
-        self.self_metrics.add(self._metric_families)
         if settings.monitoring.self_metrics:
             self.scheduled.append(ScheduledMetric(
                 MetricSettings("agent.self_metrics", settings.monitoring.self_metrics_interval),
@@ -322,20 +268,24 @@ class Agent:
         self.budget: TokenBucket | None = None
         if remote.bandwidth.max_bytes_per_second > 0:
             self.budget = TokenBucket(self.clock, remote.bandwidth, live=self.stream_live)
+        self.backlog = LiveBacklog(settings.storage.path)
+        self.clock_gate = ClockGate(self.clock, self.boot_id, get("agent"), self.backlog, on_corruption=self._corrupt)
+        self.figures = QueueFigures(self.clock, self.destination, self.backlog, settings.storage.max_size,
+                                    left_backlog=self._left_backlog)
+        # Each owner exposes its own families; the uploader and housekeeping add theirs
+        # when the upload thread makes them.
+        for source in (lambda: collector_families(self.scheduled), self.figures.families,
+                       self.clock_gate.families, self.liveness.families,
+                       *((self.budget.families,) if self.budget is not None else ()), self._agent_families):
+            self.self_metrics.add(source)
         # Shared by the threads' queues: which priority lane (class) each series is in.
         self.series_lanes = SeriesLanes(classifier(remote.priority))
         # Acknowledged upload progress, committed with the next round's samples (flash).
         self.upload_progress = UploadProgress()
         self.classes_waiting = 0
-        self.next_stats_at = 0.0
-        self.trust: ClockTrust | None = None
-        self.held_total = 0
-        self.restamped_total = 0
         self.storage_failures = 0
         self.skew: SkewMeasurement | None = None
         self.next_skew_check = start
-        self.stats: QueueStats | None = None  # as last counted; current_stats() carries it forward
-        self.backlog = LiveBacklog(settings.storage.path)
         self.collection: CollectionLoop | None = None
         self.uploader: Uploader | None = None
         self.housekeeping: Housekeeping | None = None
@@ -362,39 +312,17 @@ class Agent:
         """The live budget and lanes apply: a stream is live, or not known yet."""
         return self.liveness.live()
 
-    def _store(self, queue: SampleQueue, samples: list[Sample]) -> int:
-        """Append, unless the wall clock cannot be trusted: then hold the samples with their
-        monotonic time, and re-stamp them as soon as it can."""
-        offset_ms = int((self.clock.wall() - self.clock.monotonic()) * 1000)
-        if self.trust is not None and not self.trust.trusted():
-            held = queue.hold(samples, self.boot_id, offset_ms)
-            if self.held_total == 0:
-                event(self.log, logging.WARNING, "wall clock not trusted: holding samples until it is",
-                      reason=self.trust.reason)
-            self.held_total += held
-            return held
-        if self.held_total and self.trust is not None:
-            released = queue.release_held(self.boot_id, offset_ms)
-            self.backlog.appended(released, None)
-            self.restamped_total += released
-            self.held_total = 0
-            event(self.log, logging.INFO, "clock trusted again: re-stamped held samples from the monotonic clock",
-                  count=released, reason=self.trust.reason)
-        try:
-            stored = queue.append(samples)
-            self.backlog.appended(stored, samples[0].timestamp_ms if stored else None)  # batches are in time order
-            return stored
-        except sqlite3.DatabaseError as exc:
-            if is_corruption(exc) and not self.stop.is_set():
-                # Holding samples in memory would not help: stop, and let the restart check.
-                self.errors.append(exc)
-                self.stop.set()
-            raise
+    def _corrupt(self, exc: BaseException) -> None:
+        if not self.stop.is_set():
+            # Holding samples in memory would not help: stop, and let the restart check.
+            self.errors.append(exc)
+            self.stop.set()
 
     def _collection_thread(self) -> None:
         queue = self._open_queue()
         try:
-            self.collection = CollectionLoop(self.scheduled, lambda samples: self._store(queue, samples), self.clock,
+            self.collection = CollectionLoop(self.scheduled, lambda samples: self.clock_gate.store(queue, samples),
+                                             self.clock,
                                              get("collect"), heartbeat=self.collection_heartbeat,
                                              run_budget=self.collect_run_budget, observe=self.liveness.observe)
             self.collection.run(self.stop)
@@ -416,10 +344,12 @@ class Agent:
                                      clock=self.clock, log=get("upload"), policy=upload_policy(self.settings),
                                      headers=self.headers, stop=self.stop, heartbeat=self.upload_heartbeat,
                                      timeout=remote.timeout, budget=self.budget, lanes=self.upload_lanes)
+            self.self_metrics.add(self.uploader.families)
             destinations = [self.destination] if remote.enabled else []
             self._apply_classes(queue, destinations)
             self.housekeeping = Housekeeping(queue, self.settings, destinations, self.clock, get("storage"))
-            self._refresh_stats(queue, force=True)
+            self.self_metrics.add(self.housekeeping.families)
+            self.figures.refresh(queue, force=True)
             record = UploadRecord(self.settings.storage.path)  # the last error, for `status` when stopped
             while True:
                 self.upload_heartbeat.beat(remote.interval + 10)
@@ -432,8 +362,8 @@ class Agent:
                 if self.classes_waiting:
                     self._apply_classes(queue, destinations)
                 self._storage_guard("housekeeping", self.housekeeping.run)
-                self._check_skew()
-                self._refresh_stats(queue)
+                self.check_skew()
+                self.figures.refresh(queue)
             # Shutdown: wait for the last collection to be stored, then one last upload.
             self.collection_done.wait(timeout=remote.shutdown_grace)
             if remote.enabled:
@@ -452,19 +382,6 @@ class Agent:
             self.transport.close()
             queue.close()
 
-    def _refresh_stats(self, queue: SampleQueue, force: bool = False) -> None:
-        """Queue figures for health and self-metrics. Counting what is pending scans the
-        backlog (a week offline is millions of rows: seconds of CPU on the encoder), so the
-        next count waits 100 times as long as this one took: at most ~1 % of a core."""
-        now = self.clock.monotonic()
-        if not force and now < self.next_stats_at:
-            return
-        started = time.perf_counter()
-        appended = self.backlog.begin_count()
-        self.stats = queue.stats(self.destination, totals=False)
-        self.backlog.counted_now(self.stats, appended, self._left_backlog())
-        self.next_stats_at = now + STATS_COST_FACTOR * (time.perf_counter() - started)
-
     def _left_backlog(self) -> int:
         """Samples that left the backlog since start: acknowledged or dead-lettered, dropped
         by the size cap, coalesced."""
@@ -474,7 +391,7 @@ class Agent:
 
     def current_stats(self) -> QueueStats | None:
         """Queue figures as of now, also while an upload cycle is blocked (runtime/backlog.py)."""
-        return self.backlog.current(self._left_backlog())
+        return self.figures.current()
 
     def _apply_classes(self, queue: SampleQueue, destinations: Sequence[str]) -> None:
         """Series whose priority class the config changed move lanes when that is safe."""
@@ -502,7 +419,7 @@ class Agent:
                 event(self.log, logging.ERROR, "database write failed; retrying next cycle", step=step,
                       error=str(exc), failures=self.storage_failures)
 
-    def _check_skew(self) -> None:
+    def check_skew(self) -> None:
         monitoring = self.settings.monitoring
         if monitoring.clock_skew_url is None or self.clock.monotonic() < self.next_skew_check:
             return
@@ -532,7 +449,7 @@ class Agent:
                            last_success_wall=m.last_success_wall)
             for m in self.scheduled
         ]
-        trusted = self.trust.trusted() if self.trust is not None else True
+        gate = self.clock_gate
         return Snapshot(
             now_wall=self.clock.wall(), started_wall=self.started_wall, collectors=collectors,
             upload_enabled=self.settings.remote.enabled, upload_interval=self.settings.remote.interval,
@@ -544,9 +461,9 @@ class Agent:
             dead_letters=stats.dead_letters if stats else 0, db_bytes=stats.db_bytes if stats else 0,
             wal_bytes=stats.wal_bytes if stats else 0,
             dropped_unsent=self.housekeeping.dropped_unsent_total if self.housekeeping else 0,
-            held_samples=self.held_total, clock_trusted=trusted,
+            held_samples=gate.held_total, clock_trusted=gate.trusted(),
             unstored=len(self.collection.unstored) if self.collection is not None else 0,
-            clock_reason=self.trust.reason if self.trust is not None else "not checked",
+            clock_reason=gate.reason,
             skew_ms=self.skew.skew_ms if self.skew else None,
             skew_url=redact_url(self.settings.monitoring.clock_skew_url) if self.settings.monitoring.clock_skew_url
             else None,
@@ -570,73 +487,9 @@ class Agent:
     def alive(self) -> bool:
         return self.collection_heartbeat.alive() and self.upload_heartbeat.alive()
 
-    def _metric_families(self) -> list[Family]:
-        per = [m for m in self.scheduled if m.settings.name != "agent.self_metrics"]
-        up, stats, house = self.uploader, self.current_stats(), self.housekeeping
+    def _agent_families(self) -> list[Family]:
+        """The agent's own: what fleet alert rules need (deploy/alerts/) beyond each part's."""
         families = [
-            Family("collector.metrics_collected_total", "counter", "Samples produced, per collector.",
-                   [(make_labels(collector=m.settings.name), float(m.samples)) for m in per]),
-            Family("collector.metrics_failed_total", "counter", "Collection runs that failed, per collector.",
-                   [(make_labels(collector=m.settings.name), float(m.failures)) for m in per]),
-            Family("collector.collection_duration_seconds", "histogram", "Time one collection run took.",
-                   histograms=[(make_labels(collector=m.settings.name), m.duration) for m in per]),
-            Family("storage.metrics_pending_upload", "gauge", "Samples stored but not yet acknowledged.",
-                   [((), float(stats.pending if stats else 0))]),
-            Family("storage.database_size_bytes", "gauge", "Size of the SQLite database file.",
-                   [((), float(stats.db_bytes if stats else 0))]),
-            Family("storage.wal_size_bytes", "gauge", "Size of the SQLite write-ahead log.",
-                   [((), float(stats.wal_bytes if stats else 0))]),
-            Family("storage.dropped_samples_total", "counter",
-                   "Unsent samples deleted because storage.max_size was reached.",
-                   [((), float(house.dropped_unsent_total if house else 0))]),
-            Family("storage.coalesced_samples_total", "counter",
-                   "Unsent samples removed by downsampling the old backlog (storage.coalesce_after).",
-                   [((), float(house.coalesced_total if house else 0))]),
-            Family("storage.held_samples", "gauge", "Samples held until the wall clock can be trusted.",
-                   [((), float(self.held_total))]),
-            Family("storage.restamped_samples_total", "counter", "Held samples re-stamped after a clock sync.",
-                   [((), float(self.restamped_total))]),
-        ]
-        if up is not None:
-            families += [
-                Family("uploader.metrics_uploaded_total", "counter", "Samples acknowledged by the destination.",
-                       [((), float(up.uploaded_total))]),
-                Family("uploader.upload_failures_total", "counter", "Upload attempts that failed.",
-                       [((), float(up.failures_total))]),
-                Family("uploader.partial_success_total", "counter", "Answers that accepted only part of a request.",
-                       [((), float(up.partial_total))]),
-                Family("uploader.dead_letters_total", "counter", "Samples moved to the dead-letter table.",
-                       [((), float(up.dead_total))]),
-                Family("uploader.bytes_sent_total", "counter", "Compressed request bytes sent.",
-                       [((), float(up.bytes_sent_total))]),
-                Family("uploader.destination_refusals_total", "counter",
-                       "Requests the destination refused as such (not about samples); data kept queued.",
-                       [((), float(up.refusals_total))]),
-                Family("uploader.bisect_requests_total", "counter",
-                       "Requests spent isolating a sample the destination refused (bounded per cycle).",
-                       [((), float(up.bisect_requests_total))]),
-                Family("uploader.upload_duration_seconds", "histogram", "Time one upload request took.",
-                       histograms=[((), up.duration)]),
-            ]
-        families.append(Family("uploader.stream_live", "gauge",
-                               "1 while a stream is up and sending, or not known yet after a start: the lower "
-                               "live bandwidth budget applies.",
-                               [((), 1.0 if self.stream_live() else 0.0)]))
-        families.append(Family("uploader.stream_state_known", "gauge",
-                               "0 after a start until every SRT/BELABOX collector has answered once "
-                               "(the live budget applies meanwhile), then 1.",
-                               [((), 1.0 if self.liveness.known() else 0.0)]))
-        if self.budget is not None:
-            families += [
-                Family("uploader.bandwidth_limit_bytes_per_second", "gauge",
-                       "Upload budget in force now (compressed bytes per second).",
-                       [((), float(self.budget.rate()))]),
-                Family("uploader.bandwidth_wait_seconds_total", "counter",
-                       "Time uploads waited for the bandwidth budget.", [((), self.budget.waited_seconds)]),
-            ]
-        # What fleet alert rules need (deploy/alerts/): restarts, stalls, backlog age, the cap.
-        oldest = stats.oldest_pending_ms if stats else None
-        families += [
             Family("agent.starts_total", "counter", "Agent starts recorded in this database (the session counter).",
                    [((), float(self.session_id))] if self.session_id is not None else []),
             Family("agent.health_status", "gauge", "/health status: 0 ok, 1 degraded, 2 error.",
@@ -644,12 +497,6 @@ class Agent:
             Family("agent.watchdog_stalls_total", "counter",
                    "Watchdog pings withheld because a loop stalled (systemd restarts the agent).",
                    [((), float(self.watchdog_stalls))]),
-            Family("storage.oldest_pending_age_seconds", "gauge", "Age of the oldest sample not yet acknowledged.",
-                   [((), max(0.0, self.clock.wall() - oldest / 1000) if oldest is not None else 0.0)]),
-            Family("storage.max_size_bytes", "gauge", "The database size cap (storage.max_size).",
-                   [((), float(self.settings.storage.max_size))]),
-            Family("time.clock_trusted", "gauge", "1 while the wall clock is trusted, 0 while samples are held.",
-                   [((), 1.0 if self.trust is None or self.trust.trusted() else 0.0)]),
         ]
         written = written_bytes()
         if written is not None:
@@ -713,8 +560,8 @@ class Agent:
         queue = self._open_queue()
         try:
             if self.settings.monitoring.hold_untrusted_clock:
-                self.trust = ClockTrust(self.clock, newest_stored_ms=queue.newest_ts())
-            self.held_total = queue.held_count()
+                self.clock_gate.trust = ClockTrust(self.clock, newest_stored_ms=queue.newest_ts())
+            self.clock_gate.held_total = queue.held_count()
             self.session_id = queue.start_session(self.boot_id, int(self.clock.wall() * 1000), self.clock.monotonic())
         except sqlite3.OperationalError as exc:
             # A full disk at start must not become a crash loop: run, hold samples in memory,

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from belabox_metrics.clock import Clock
 from belabox_metrics.model import Sample
+from belabox_metrics.selfmetrics import Family
 
 # Samples that say a stream is up and sending (any value above 0) or not (0).
 LIVE_SIGNALS = frozenset({"belabox.streaming_live", "srt.stream_connected", "srt.send_rate_bits_per_second",
@@ -71,3 +72,13 @@ class StreamLiveness:
 
     def known(self) -> bool:
         return self.state() != UNKNOWN
+
+    def families(self) -> list[Family]:
+        return [
+            Family("uploader.stream_live", "gauge",
+                   "1 while a stream is up and sending, or not known yet after a start: the lower "
+                   "live bandwidth budget applies.", [((), 1.0 if self.live() else 0.0)]),
+            Family("uploader.stream_state_known", "gauge",
+                   "0 after a start until every SRT/BELABOX collector has answered once "
+                   "(the live budget applies meanwhile), then 1.", [((), 1.0 if self.known() else 0.0)]),
+        ]

@@ -89,14 +89,14 @@ metrics:
 """)
     clock = FakeClock(wall=start_wall, monotonic=BOOT)
     agent = Agent(settings, clock=clock)
-    agent.trust = ClockTrust(clock, timesync_dir=str(tmp / "no-timesyncd"), recheck=0.0)
+    agent.clock_gate.trust = ClockTrust(clock, timesync_dir=str(tmp / "no-timesyncd"), recheck=0.0)
     queue = SampleQueue.open(settings.storage.path)
     collected: list[tuple[Sample, int]] = []
     rounds = 0
 
     def store(samples: list[Sample]) -> int:
         collected.extend((s, rounds) for s in samples)
-        return agent._store(queue, samples)
+        return agent.clock_gate.store(queue, samples)
 
     loop = CollectionLoop(agent.scheduled, store, clock, logging.getLogger("t"))
     stop = threading.Event()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from belabox_metrics.agent import STATS_COST_FACTOR, Agent
+from belabox_metrics.agent import Agent
 from belabox_metrics.clock import FakeClock
 from belabox_metrics.config import parse_config
 from belabox_metrics.model import Sample
+from belabox_metrics.runtime.queue_figures import COST_FACTOR
 from belabox_metrics.store.queue import SampleQueue
 
 
@@ -26,14 +27,14 @@ metrics: [{{name: memory}}]
     start_ms = 1_700_000_000_000 - 86_400_000
     queue.append([Sample("srt.rtt_seconds" if i % 4 == 0 else "disk.reads_total", float(i), start_ms + i, ())
                   for i in range(200_000)])
-    agent._refresh_stats(queue, force=True)
-    assert agent.stats is not None and agent.stats.pending == 200_000
-    wait = agent.next_stats_at - clock.monotonic()
-    assert 0 < wait < STATS_COST_FACTOR * 5  # 100x a count that took well under 5 s
+    agent.figures.refresh(queue, force=True)
+    assert agent.figures.counted is not None and agent.figures.counted.pending == 200_000
+    wait = agent.figures.next_count_at - clock.monotonic()
+    assert 0 < wait < COST_FACTOR * 5  # 100x a count that took well under 5 s
     assert agent.health()["pending_by_class"] == {"P0": 50_000, "P3": 150_000}
     queue.append([Sample("srt.rtt_seconds", 1.0, start_ms + 300_000, ())])
-    agent._refresh_stats(queue)
-    assert agent.stats.pending == 200_000          # not counted again yet
+    agent.figures.refresh(queue)
+    assert agent.figures.counted.pending == 200_000          # not counted again yet
     clock.advance(wait)
-    agent._refresh_stats(queue)
-    assert agent.stats.pending == 200_001
+    agent.figures.refresh(queue)
+    assert agent.figures.counted.pending == 200_001

@@ -103,15 +103,15 @@ metrics: [{{name: srt.packet_loss, mock: true, interval: 1s}}]
 """)
     clock = FakeClock(wall=100.0, monotonic=100.0)
     agent = Agent(settings, clock=clock)
-    agent.trust = ClockTrust(clock, timesync_dir=str(tmp_path / "none"), recheck=0.0)
+    agent.clock_gate.trust = ClockTrust(clock, timesync_dir=str(tmp_path / "none"), recheck=0.0)
     queue = SampleQueue.open(settings.storage.path)
-    agent._store(queue, [Sample("x", 1.0, int(clock.wall() * 1000))])
+    agent.clock_gate.store(queue, [Sample("x", 1.0, int(clock.wall() * 1000))])
     assert queue.held_count() == 1 and agent.snapshot().clock_trusted is False
     assert agent.health()["status"] == "degraded"
     clock.advance(5)
     clock.jump_wall(SYNCED_2026)
-    agent._store(queue, [Sample("x", 2.0, int(clock.wall() * 1000))])
-    assert queue.held_count() == 0 and agent.restamped_total == 1
+    agent.clock_gate.store(queue, [Sample("x", 2.0, int(clock.wall() * 1000))])
+    assert queue.held_count() == 0 and agent.clock_gate.restamped_total == 1
     assert [(r.ts, r.sample.value) for r in queue.all()] == [
         (int((SYNCED_2026 + 100.0) * 1000), 1.0), (int((SYNCED_2026 + 105.0) * 1000), 2.0)]
 

@@ -1,7 +1,7 @@
 """Queue figures that stay current between counts.
 
 Counting what is pending scans the backlog, so the upload thread counts only between
-cycles, and rarely (agent.STATS_COST_FACTOR). A cycle blocked on a stalled destination can
+cycles, and rarely (runtime/queue_figures.COST_FACTOR). A cycle blocked on a stalled destination can
 last minutes (retries × remote.timeout): counted figures alone would show "0 pending"
 throughout while the box fills its disk. So the last count is carried forward by what
 happened since: the collection thread notes what it appended, the upload thread's counters

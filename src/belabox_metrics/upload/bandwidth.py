@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from belabox_metrics.clock import Clock
+from belabox_metrics.selfmetrics import Family
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,14 @@ class TokenBucket:
         self.updated = clock.monotonic()
         self.waited_seconds = 0.0
         self.bytes_charged = 0
+
+    def families(self) -> list[Family]:
+        return [
+            Family("uploader.bandwidth_limit_bytes_per_second", "gauge",
+                   "Upload budget in force now (compressed bytes per second).", [((), float(self.rate()))]),
+            Family("uploader.bandwidth_wait_seconds_total", "counter",
+                   "Time uploads waited for the bandwidth budget.", [((), self.waited_seconds)]),
+        ]
 
     def rate(self) -> int:
         return self.settings.live_bytes_per_second if self.live() else self.settings.max_bytes_per_second

@@ -29,7 +29,7 @@ from belabox_metrics.clock import Clock
 from belabox_metrics.logs import RepeatLimiter, event, foreign_text, mask_secrets, redact_url
 from belabox_metrics.model import Sample
 from belabox_metrics.sdnotify import Heartbeat
-from belabox_metrics.selfmetrics import Histogram
+from belabox_metrics.selfmetrics import Family, Histogram
 from belabox_metrics.store.queue import LANES, Row, SampleQueue
 from belabox_metrics.upload.backoff import backoff_delay, parse_retry_after
 from belabox_metrics.upload.bandwidth import TokenBucket
@@ -592,6 +592,28 @@ class Uploader:
             return self.transport.post(self.url, body, headers)
         finally:
             self.in_flight_since = None
+
+    def families(self) -> list[Family]:
+        return [
+            Family("uploader.metrics_uploaded_total", "counter", "Samples acknowledged by the destination.",
+                   [((), float(self.uploaded_total))]),
+            Family("uploader.upload_failures_total", "counter", "Upload attempts that failed.",
+                   [((), float(self.failures_total))]),
+            Family("uploader.partial_success_total", "counter", "Answers that accepted only part of a request.",
+                   [((), float(self.partial_total))]),
+            Family("uploader.dead_letters_total", "counter", "Samples moved to the dead-letter table.",
+                   [((), float(self.dead_total))]),
+            Family("uploader.bytes_sent_total", "counter", "Compressed request bytes sent.",
+                   [((), float(self.bytes_sent_total))]),
+            Family("uploader.destination_refusals_total", "counter",
+                   "Requests the destination refused as such (not about samples); data kept queued.",
+                   [((), float(self.refusals_total))]),
+            Family("uploader.bisect_requests_total", "counter",
+                   "Requests spent isolating a sample the destination refused (bounded per cycle).",
+                   [((), float(self.bisect_requests_total))]),
+            Family("uploader.upload_duration_seconds", "histogram", "Time one upload request took.",
+                   histograms=[((), self.duration)]),
+        ]
 
     def in_flight_seconds(self) -> float | None:
         """How long the request on the wire now has been waiting, None between requests."""
