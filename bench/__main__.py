@@ -16,7 +16,7 @@ import sys
 from bench._common import REPO_ROOT
 
 BENCHMARKS = ("bench.bench_store", "bench.bench_drain", "bench.bench_wire", "bench.bench_footprint",
-              "bench.bench_cpu_parts", "bench.bench_scale")
+              "bench.bench_cpu_parts", "bench.bench_scale", "bench.bench_receiver_memory")
 
 
 def main(argv: list[str] | None = None) -> int:

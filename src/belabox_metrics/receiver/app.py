@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +34,15 @@ log = logging.getLogger("belabox_metrics.receiver")
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+# What uploads may hold at once (see UploadLimits): raw body bytes being received or
+# waiting, by default room for four maximal bodies, and bodies being decoded and stored.
+BUFFERED_BODIES_DEFAULT = 4
+DEFAULT_MAX_CONCURRENT_DECODES = 2
+BUSY_RETRY_AFTER_S = 1
+# How long an upload waits for room before its 503: answering at once would make every
+# sender send its whole body only to have it discarded (HTTP/1.1 has no way to refuse a
+# body before it is sent), and a short wait takes most of them in turn instead.
+BUSY_WAIT_S = 5.0
 # A sender that trickles its body this slowly is gone or hostile; free the connection.
 BODY_READ_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -76,6 +86,58 @@ class InFlight:
 
 
 IN_FLIGHT_KEY: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
+
+
+class UploadLimits:
+    """What uploads may hold in memory at once, so many large ones cannot exhaust it.
+
+    Two bounds. Raw body bytes being received or waiting to be decoded: a request reserves
+    its Content-Length (the maximum body size when chunked) before a byte is read; one that
+    finds no room within BUSY_WAIT_S is answered 503 with Retry-After, unread (aiohttp then
+    discards its body as it arrives, so it costs nothing). Bodies being decoded and stored: decoding
+    costs ~10 bytes of Python objects per body byte until the batch is stored, so only
+    ``max_concurrent_decodes`` run at a time and the others wait their turn, holding only
+    their raw bytes. Small uploads reserve little: a fleet's uploads over slow uplinks are
+    not refused because a few large ones are arriving. One event loop: plain counters.
+    """
+
+    def __init__(self, max_buffered_bytes: int, max_concurrent_decodes: int) -> None:
+        if max_buffered_bytes < 1:
+            raise ValueError("max_buffered_bytes must be positive")
+        if max_concurrent_decodes < 1:
+            raise ValueError("max_concurrent_decodes must be positive")
+        self.max_buffered_bytes = max_buffered_bytes
+        self.buffered_bytes = 0
+        self._room = asyncio.Event()
+        self.decode_turns = asyncio.Semaphore(max_concurrent_decodes)
+        # One decoding thread per turn: few threads, few malloc arenas, so memory freed by
+        # one decode is reused by the next rather than kept per thread.
+        self.decoders = ThreadPoolExecutor(
+            max_workers=max_concurrent_decodes, thread_name_prefix="receiver-decode"
+        )
+
+    async def reserve(self, size: int, wait_s: float) -> bool:
+        """Count ``size`` bytes in, waiting up to ``wait_s`` for room; False if none came."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while self.buffered_bytes + size > self.max_buffered_bytes:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        self.buffered_bytes += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.buffered_bytes -= size
+        self._room.set()
+
+
+LIMITS_KEY: web.AppKey[UploadLimits] = web.AppKey("upload_limits", UploadLimits)
 
 
 @web.middleware
@@ -145,11 +207,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal receiver error")
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The raw body, refusing past ``limit`` before buffering more than limit + one chunk."""
+def _declared_too_large(request: web.Request, limit: int) -> str | None:
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise BodyTooLarge(f"body: {declared} bytes, at most {limit} allowed")
+        return f"body: {declared} bytes, at most {limit} allowed"
+    return None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, refusing past ``limit`` before buffering more than limit + one chunk."""
     body = bytearray()
     async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
         body += chunk
@@ -188,13 +254,42 @@ async def post_metrics(request: web.Request) -> web.Response:
         return error_response(415, problem)
 
     limit = request.app[MAX_BODY_KEY]
+    too_large = _declared_too_large(request, limit)
+    if too_large is not None:
+        log.info("rejected upload from %s: 413 %s", peer, too_large)
+        return error_response(413, too_large)
+    limits = request.app[LIMITS_KEY]
+    reserved = request.content_length if request.content_length is not None else limit
+    if not await limits.reserve(reserved, BUSY_WAIT_S):
+        log.info(
+            "refused upload from %s: 503 busy, %d body bytes already buffered",
+            peer, limits.buffered_bytes,
+        )
+        return error_response(
+            503,
+            f"receiver busy: {limits.buffered_bytes} bytes of uploads being processed, "
+            "retry later",
+            {"Retry-After": str(BUSY_RETRY_AFTER_S)},
+        )
+    try:
+        return await _receive(request, peer, encoding, limit, limits)
+    finally:
+        limits.release(reserved)
+
+
+async def _receive(
+    request: web.Request, peer: str, encoding: str, limit: int, limits: UploadLimits
+) -> web.Response:
     now_ms = int(request.app[CLOCK_KEY].wall() * 1000)
     try:
         raw = await asyncio.wait_for(_read_body(request, limit), BODY_READ_TIMEOUT_S)
-        # Decompressing and parsing up to `limit` bytes is CPU work: keep it off the loop.
-        batch = await asyncio.get_running_loop().run_in_executor(
-            None, _decode_and_validate, raw, encoding != "identity", limit, now_ms
-        )
+        async with limits.decode_turns:
+            # Decompressing and parsing up to `limit` bytes is CPU work: keep it off the loop.
+            batch = await asyncio.get_running_loop().run_in_executor(
+                limits.decoders, _decode_and_validate, raw, encoding != "identity", limit, now_ms
+            )
+            del raw
+            stored = await request.app[STORE_KEY].insert(batch.device_id, batch.samples)
     except BodyTooLarge as exc:
         log.info("rejected upload from %s: 413 %s", peer, exc)
         return error_response(413, str(exc))
@@ -210,7 +305,6 @@ async def post_metrics(request: web.Request) -> web.Response:
         log.info("rejected upload from %s: 400 body incomplete (%s)", peer, reason)
         return error_response(400, f"body: incomplete or malformed HTTP body ({reason})")
 
-    stored = await request.app[STORE_KEY].insert(batch.device_id, batch.samples)
     received = len(batch.samples)
     duplicates = received - stored
     log.info(
@@ -237,6 +331,8 @@ def build_app(
     db_path: str,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_buffered_bytes: int | None = None,
+    max_concurrent_decodes: int = DEFAULT_MAX_CONCURRENT_DECODES,
     clock: Clock | None = None,
 ) -> web.Application:
     """The receiver app; its database opens on startup and closes on cleanup.
@@ -252,13 +348,20 @@ def build_app(
     store = SampleStore(db_path)
     app[STORE_KEY] = store
     app[MAX_BODY_KEY] = max_body_bytes
+    buffered = max_buffered_bytes or BUFFERED_BODIES_DEFAULT * max_body_bytes
+    if buffered < max_body_bytes:
+        raise ValueError("max_buffered_bytes must be at least max_body_bytes")
+    limits = app[LIMITS_KEY] = UploadLimits(buffered, max_concurrent_decodes)
     app[CLOCK_KEY] = clock or SystemClock()
     app[IN_FLIGHT_KEY] = InFlight()
 
     async def store_lifecycle(_: web.Application) -> AsyncIterator[None]:
         await store.open()
         yield
-        await store.close()
+        try:
+            await store.close()
+        finally:
+            limits.decoders.shutdown(wait=False, cancel_futures=True)
 
     app.cleanup_ctx.append(store_lifecycle)
     app.router.add_post("/api/metrics", post_metrics)
@@ -286,11 +389,18 @@ async def serve(
     stop: asyncio.Event,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_buffered_bytes: int | None = None,
+    max_concurrent_decodes: int = DEFAULT_MAX_CONCURRENT_DECODES,
     on_listening: Callable[[str, int], None] | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then finish in-flight requests and close the database."""
     quiet_bad_request_logs()
-    app = build_app(db_path, max_body_bytes=max_body_bytes)
+    app = build_app(
+        db_path,
+        max_body_bytes=max_body_bytes,
+        max_buffered_bytes=max_buffered_bytes,
+        max_concurrent_decodes=max_concurrent_decodes,
+    )
     runner = make_runner(app)
     await runner.setup()
     try:
@@ -375,6 +485,8 @@ def run(
     db_path: str,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_buffered_bytes: int | None = None,
+    max_concurrent_decodes: int = DEFAULT_MAX_CONCURRENT_DECODES,
     restore_signals: bool = True,
 ) -> None:
     """Run the receiver in the foreground until SIGTERM or SIGINT, then return.
@@ -394,7 +506,15 @@ def run(
         on_signal.loop = asyncio.get_running_loop()
         if on_signal.requested:
             on_signal.stop.set()
-        await serve(host, port, db_path, on_signal.stop, max_body_bytes=max_body_bytes)
+        await serve(
+            host,
+            port,
+            db_path,
+            on_signal.stop,
+            max_body_bytes=max_body_bytes,
+            max_buffered_bytes=max_buffered_bytes,
+            max_concurrent_decodes=max_concurrent_decodes,
+        )
 
     try:
         asyncio.run(main())

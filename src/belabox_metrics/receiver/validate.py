@@ -43,7 +43,7 @@ class BodyTooLarge(PayloadError):
     """The (decompressed) body exceeds the size limit."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReceivedSample:
     name: str
     labels: Labels
