@@ -2,7 +2,8 @@
 # Installs the real components the test suite runs against (Debian/Ubuntu packages):
 # VictoriaMetrics (+vmagent, vmauth, vmalert), promtool, srt-live-transmit, systemd-analyze, node_exporter,
 # qemu-user-static (the aarch64 proof), nginx, caddy, tinyproxy, squid, openssl (transport
-# conformance; nginx also gives single-node VM a cluster's URL layout); Node + npm and build tools for the real upstream
+# conformance; nginx also gives single-node VM a cluster's URL layout), faketime (libfaketime:
+# a clock stepped under a running agent); Node + npm and build tools for the real upstream
 # servers of ../shared/realsrc/ (belaUI.js, OpenIRL srt-live-server), which it then prepares:
 # both are cached under $REALSRC_CACHE (default /tmp/realsrc-cache), so a second run costs ~1 s.
 # Needs root and apt-get; does nothing when everything is already there.
@@ -17,6 +18,7 @@ command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 # vmalert ships in Debian's victoria-metrics package; promtool in prometheus (alert rule tests).
 command -v vmalert >/dev/null 2>&1 || need+=(victoria-metrics)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 # the real belaUI (../shared/realsrc/belaui): node, npm, node headers and a compiler for bcrypt
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)

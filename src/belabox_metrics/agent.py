@@ -40,7 +40,7 @@ from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.selfmetrics import Family, Histogram, SelfMetrics, SelfMetricsCollector, written_bytes
 from belabox_metrics.store.queue import QueueStats, SampleQueue, SeriesLanes, UploadProgress
 from belabox_metrics.store.recovery import is_corruption, mark_suspect
-from belabox_metrics.timesync import ClockTrust, SkewMeasurement, measure_skew
+from belabox_metrics.timesync import ClockTrust, SampleStamps, SkewMeasurement, measure_skew
 from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import wire_format
 from belabox_metrics.upload.transport import HttpTransport, Transport
@@ -100,6 +100,8 @@ class CollectionLoop:
     run_budget: float = 60.0
     # Told each collector's round: (collector name, its samples, or None when it failed).
     observe: Callable[[str, Sequence[Sample] | None], None] | None = None
+    # The timestamp of a round, in ms (the agent's: never back, see timesync.SampleStamps).
+    stamp: Callable[[], int] | None = None
 
     def run(self, stop: threading.Event, max_rounds: int | None = None) -> None:
         rounds = 0
@@ -122,7 +124,7 @@ class CollectionLoop:
             self.run_due(due)
 
     def run_due(self, due: Sequence[ScheduledMetric]) -> None:
-        now_ms = int(self.clock.wall() * 1000)
+        now_ms = self.stamp() if self.stamp is not None else int(self.clock.wall() * 1000)
         batch: list[Sample] = []
         for metric in due:
             batch.extend(self.collect_one(metric, now_ms))
@@ -283,6 +285,8 @@ class Agent:
         # Acknowledged upload progress, committed with the next round's samples (flash).
         self.upload_progress = UploadProgress()
         self.classes_waiting = 0
+        self.stamps = SampleStamps(self.clock, get("time"), max_catch_up_s=remote.max_future)
+        self.self_metrics.add(self.stamps.families)
         self.storage_failures = 0
         self.skew: SkewMeasurement | None = None
         self.next_skew_check = start
@@ -324,7 +328,8 @@ class Agent:
             self.collection = CollectionLoop(self.scheduled, lambda samples: self.clock_gate.store(queue, samples),
                                              self.clock,
                                              get("collect"), heartbeat=self.collection_heartbeat,
-                                             run_budget=self.collect_run_budget, observe=self.liveness.observe)
+                                             run_budget=self.collect_run_budget, observe=self.liveness.observe,
+                                             stamp=self.stamps.now_ms)
             self.collection.run(self.stop)
         except BaseException as exc:
             self.errors.append(exc)

@@ -12,11 +12,15 @@ stamped meanwhile are garbage to a time-series database. So:
 - While the clock is untrusted, samples are held with their boot id and monotonic time;
   once it is trusted again they are re-stamped from the monotonic clock (exact within one
   boot) before anyone uploads them.
+- ``SampleStamps`` stamps samples with the wall clock but never back in time: after a
+  step back (NTP correcting a clock that ran ahead) stamps go on from the last one at 90 %
+  of the monotonic clock's speed until the wall clock catches up with them.
 - ``measure_skew`` compares the clock with the ``Date`` header of a reference URL.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 
 from belabox_metrics import httpclient
 from belabox_metrics.clock import Clock
+from belabox_metrics.logs import event
+from belabox_metrics.selfmetrics import Family
 from belabox_metrics.timefmt import parse_http_date
 
 # No BELABOX image predates this; anything earlier is an unset clock.
@@ -105,6 +111,78 @@ class ClockTrust:
             if state is None or not state.synced:
                 return False, "time sync daemon present but the clock is not synchronised yet"
         return True, "plausible"
+
+
+# While catching up after a step back, stamps advance at this fraction of real time: a
+# counter's increase per second of stamps reads 1 / 0.9 = 11 % high meanwhile, and the wall
+# clock gains 1 s on the stamps every 10 s (a 60 s step: 10 minutes; 1 h: 10 hours).
+CATCH_UP_SPEED = 0.9
+
+
+class SampleStamps:
+    """Sample timestamps: the wall clock, but never at or behind the previous stamp.
+
+    Stamped with the wall clock alone, a step back (NTP correcting a clock that ran ahead,
+    a manual ``date``) puts new samples on timestamps already stored, or between them: the
+    database keeps one sample per (series, timestamp) and drops the rest, and a counter
+    read in time order appears to reset, which ``increase()`` turns into a spike the size
+    of the counter. Instead, while the wall clock is behind the last stamp, each stamp is
+    the last one plus CATCH_UP_SPEED times the monotonic time since it: per series the
+    stamps stay strictly increasing and evenly spaced (10 % closer), the values stay in
+    collection order, and when the wall clock has caught up it is used again. A step
+    back further than ``max_catch_up_s`` (what the destination accepts ahead of its clock,
+    ``remote.max_future``) is followed at once: the stamps before it were that far ahead.
+
+    Called from the collection thread only; the figures are read by the self-metrics.
+    """
+
+    def __init__(self, clock: Clock, log: logging.Logger, *, max_catch_up_s: float) -> None:
+        self.clock = clock
+        self.log = log
+        self.max_catch_up_ms = int(max_catch_up_s * 1000)
+        self.steps_back = 0
+        self.ahead_ms = 0  # the last stamp minus the wall clock then: > 0 while catching up
+        self._last: tuple[int, int, float] | None = None  # (stamp ms, wall ms, monotonic s)
+
+    def families(self) -> list[Family]:
+        return [
+            Family("time.clock_steps_back_total", "counter",
+                   "Wall-clock steps back behind the last sample timestamp (stamps then catch up).",
+                   [((), float(self.steps_back))]),
+            Family("time.stamps_ahead_seconds", "gauge",
+                   "How far sample timestamps run ahead of the wall clock after a step back; 0 normally.",
+                   [((), self.ahead_ms / 1000)]),
+        ]
+
+    def now_ms(self) -> int:
+        wall = int(self.clock.wall() * 1000)
+        mono = self.clock.monotonic()
+        stamp = wall
+        if self._last is not None:
+            last_stamp, last_wall, last_mono = self._last
+            elapsed_ms = (mono - last_mono) * 1000
+            if wall < last_wall:  # stepped back by more than the time since the last stamp
+                self._stepped_back(round(last_wall + elapsed_ms - wall), last_stamp - wall)
+            if wall <= last_stamp and last_stamp - wall <= self.max_catch_up_ms:
+                stamp = last_stamp + max(1, int(elapsed_ms * CATCH_UP_SPEED))
+            elif self.ahead_ms > 0 and wall > last_stamp:
+                event(self.log, logging.INFO, "wall clock caught up with the sample timestamps: "
+                      "stamping with it again", steps_back_total=self.steps_back)
+        self.ahead_ms = stamp - wall
+        self._last = (stamp, wall, mono)
+        return stamp
+
+    def _stepped_back(self, step_ms: int, behind_ms: int) -> None:
+        self.steps_back += 1
+        if behind_ms > self.max_catch_up_ms:
+            event(self.log, logging.WARNING, "wall clock stepped back further than remote.max_future: "
+                  "stamping samples with it at once (the samples before were stamped that far ahead)",
+                  step_s=round(step_ms / 1000, 3), steps_back_total=self.steps_back)
+            return
+        event(self.log, logging.WARNING, "wall clock stepped back: samples go on being stamped after the "
+              f"last one, at {CATCH_UP_SPEED:.0%} of real time, until the clock catches up",
+              step_s=round(step_ms / 1000, 3), behind_s=round(behind_ms / 1000, 3),
+              catch_up_s=round(behind_ms / 1000 / (1 - CATCH_UP_SPEED)), steps_back_total=self.steps_back)
 
 
 @dataclass(frozen=True)

@@ -65,10 +65,10 @@ metrics:{metrics}
     return config
 
 
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_agent(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([*cli("metrics-collector"), "run", "--config", str(config)], env=ENV,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([*cli("metrics-collector"), "run", "--config", str(config)],
+                                env=ENV if env is None else env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def logged(log: Path, message: str) -> int:

@@ -8,7 +8,9 @@ clock was right all along (same monotonic schedule):
   inflated rate, and the next round is always one interval of monotonic time away;
 - every timestamp is right: samples taken before the sync are held and re-stamped from
   the monotonic clock to when they were really taken; afterwards each carries the wall
-  clock of its collection, jumps included; nothing is lost on the way to the database.
+  clock of its collection, the jump forward included; after the step back (behind samples
+  already stored) stamps go on after the last one at 90 % of real time, so nothing lands
+  on or between stored samples; nothing is lost on the way to the database.
 tests/unit/test_timesync.py covers the trust rules and re-stamping primitives; this is
 the whole path, collectors to database.
 """
@@ -27,6 +29,7 @@ from belabox_metrics.config import parse_config
 from belabox_metrics.model import Sample
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.timesync import ClockTrust
+from tests.proc_tree import advance_counters
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "proc-sys" / "rk3588-under-load" / "before"
 SYNCED = 1_795_000_000.0      # 2026-11-18, what NTP says
@@ -37,36 +40,6 @@ RATES = re.compile(r"_per_second$|usage_percent$")
 # (rounds to run, wall-clock step applied after them)
 STEPS_JUMPY = [(5, SYNCED), (5, 3600.0), (5, -3600.0 + 0.125), (5, 0.0)]
 STEPS_CONTROL = [(5, 0.0), (5, 0.0), (5, 0.0), (5, 0.0)]
-
-
-def advance_counters(root: Path, seconds: float) -> None:
-    """Every counter in /proc/stat, /proc/net/dev and /proc/diskstats goes up by a fixed
-    amount per second: the true rates are constant."""
-    k = round(seconds * 100)
-    stat = root / "proc" / "stat"
-    lines = []
-    for line in stat.read_text().splitlines():
-        if line.startswith("cpu"):
-            name, *fields = line.split()
-            # user +k, idle +k: every core 50 % busy over the interval
-            fields[0] = str(int(fields[0]) + k)
-            fields[3] = str(int(fields[3]) + k)
-            line = " ".join([name, *fields])
-        lines.append(line)
-    stat.write_text("\n".join(lines) + "\n")
-    dev = root / "proc" / "net" / "dev"
-    text = dev.read_text().splitlines()
-    out, body = text[:2], text[2:]
-    for line in body:
-        name, _, numbers = line.partition(":")
-        out.append(f"{name}: " + " ".join(str(int(n) + 10 * k) for n in numbers.split()))
-    dev.write_text("\n".join(out) + "\n")
-    disk = root / "proc" / "diskstats"
-    rows = []
-    for line in disk.read_text().splitlines():
-        major, minor, name, *fields = line.split()
-        rows.append(" ".join([major, minor, name, *(str(int(f) + k) for f in fields)]))
-    disk.write_text("\n".join(rows) + "\n")
 
 
 def run(tmp: Path, steps: list[tuple[int, float]], start_wall: float) -> tuple[
@@ -98,7 +71,7 @@ metrics:
         collected.extend((s, rounds) for s in samples)
         return agent.clock_gate.store(queue, samples)
 
-    loop = CollectionLoop(agent.scheduled, store, clock, logging.getLogger("t"))
+    loop = CollectionLoop(agent.scheduled, store, clock, logging.getLogger("t"), stamp=agent.stamps.now_ms)
     stop = threading.Event()
     for count, step in steps:
         for _ in range(count):
@@ -133,8 +106,9 @@ def test_clock_jumps_and_a_1970_boot_leave_values_alone_and_timestamps_right(tmp
 
         # Timestamps: the control run's, plus the jump in force when the sample was taken;
         # the 1970 rounds included, re-stamped from the monotonic clock once NTP synced.
+        # After the step back: 0.9 s after the previous round's stamp, still ahead.
         def shift_ms(round_: int) -> int:
-            return 0 if round_ < 10 else 3_600_000 if round_ < 15 else 125
+            return 0 if round_ < 10 else 3_600_000 if round_ < 15 else 3_600_000 - 100 * (round_ - 14)
 
         expected = {(key(c), c.timestamp_ms + shift_ms(r), c.value) for c, r in control}
         stored = {(key(r.sample), r.ts, r.sample.value) for r in jumpy_db.all()}
