@@ -36,6 +36,7 @@ from typing import Any
 import belabox_metrics.agent as agent_module
 import belabox_metrics.store.queue as queue_module
 from belabox_metrics.config import load_config
+from belabox_metrics.runtime.collection import CollectionLoop
 from belabox_metrics.runtime.housekeeping import Housekeeping
 from belabox_metrics.runtime.queue_figures import QueueFigures
 from belabox_metrics.selfmetrics import SelfMetricsCollector
@@ -45,8 +46,8 @@ from belabox_metrics.upload.uploader import Uploader
 from bench._common import table, temp_dir
 
 PARTS: tuple[tuple[type, str], ...] = (
-    (agent_module.CollectionLoop, "run_due"),
-    (agent_module.CollectionLoop, "collect_one"),
+    (CollectionLoop, "run_due"),
+    (CollectionLoop, "collect_one"),
     (SampleQueue, "append"),
     (SelfMetricsCollector, "collect"),
     (Uploader, "run_cycle"),
@@ -71,7 +72,7 @@ class Meter:
         label = f"{owner.__name__}.{name}"
         cpu_ns, calls = self.cpu_ns, self.calls
 
-        per_collector = owner is agent_module.CollectionLoop and name == "collect_one"
+        per_collector = owner is CollectionLoop and name == "collect_one"
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:

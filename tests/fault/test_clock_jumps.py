@@ -23,10 +23,11 @@ import shutil
 import threading
 from pathlib import Path
 
-from belabox_metrics.agent import Agent, CollectionLoop
+from belabox_metrics.agent import Agent
 from belabox_metrics.clock import FakeClock
 from belabox_metrics.config import parse_config
 from belabox_metrics.model import Sample
+from belabox_metrics.runtime.collection import CollectionLoop
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.timesync import ClockTrust
 from tests.proc_tree import advance_counters

@@ -256,9 +256,10 @@ class HangingCollector:
 
 
 def test_watchdog_pings_stop_when_a_loop_hangs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from belabox_metrics.agent import Agent, ScheduledMetric
+    from belabox_metrics.agent import Agent
     from belabox_metrics.collectors.base import MetricSettings
     from belabox_metrics.config import parse_config
+    from belabox_metrics.runtime.collection import ScheduledMetric
 
     notify = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", notify.path)

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from belabox_metrics.agent import Agent, CollectionLoop
+from belabox_metrics.agent import Agent
 from belabox_metrics.clock import FakeClock
 from belabox_metrics.config import parse_config
 from belabox_metrics.model import Sample
+from belabox_metrics.runtime.collection import CollectionLoop
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.timesync import CATCH_UP_SPEED, SampleStamps
 from tests.proc_tree import advance_counters, copy_tree

@@ -6,10 +6,10 @@ import logging
 import os
 from pathlib import Path
 
-from belabox_metrics.agent import Housekeeping
 from belabox_metrics.clock import FakeClock
 from belabox_metrics.config import parse_config
 from belabox_metrics.model import Sample, make_labels
+from belabox_metrics.runtime.housekeeping import Housekeeping
 from belabox_metrics.store.queue import SampleQueue
 
 NOW = 1_795_000_000.0

@@ -10,11 +10,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from belabox_metrics.agent import Agent, CollectionLoop
+from belabox_metrics.agent import Agent
 from belabox_metrics.clock import FakeClock
 from belabox_metrics.config import parse_config
 from belabox_metrics.liveness import IDLE, LIVE, UNKNOWN, StreamLiveness
 from belabox_metrics.model import Sample, make_labels
+from belabox_metrics.runtime.collection import CollectionLoop
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.upload.bandwidth import BandwidthSettings, TokenBucket
 from belabox_metrics.upload.encode import wire_format

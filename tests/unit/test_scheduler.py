@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from belabox_metrics.agent import CollectionLoop, ScheduledMetric, next_due
 from belabox_metrics.clock import FakeClock
 from belabox_metrics.collectors.base import MetricSettings
 from belabox_metrics.model import Sample
+from belabox_metrics.runtime.collection import CollectionLoop, ScheduledMetric, next_due
 
 LOG = logging.getLogger("test")
 
