@@ -39,6 +39,7 @@ from belabox_metrics.config import load_config
 from belabox_metrics.runtime.collection import CollectionLoop
 from belabox_metrics.runtime.housekeeping import Housekeeping
 from belabox_metrics.runtime.queue_figures import QueueFigures
+from belabox_metrics.runtime.upload_loop import UploadLoop
 from belabox_metrics.selfmetrics import SelfMetricsCollector
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.upload.transport import HttpTransport
@@ -56,7 +57,7 @@ PARTS: tuple[tuple[type, str], ...] = (
     (SampleQueue, "ack_claims"),
     (QueueFigures, "refresh"),
     (Housekeeping, "run"),
-    (agent_module.Agent, "check_skew"),
+    (UploadLoop, "check_skew"),
 )
 
 

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
 
 from belabox_metrics import __version__
 from belabox_metrics.clock import Clock, SystemClock
@@ -31,17 +30,16 @@ from belabox_metrics.runtime.clock_gate import ClockGate
 from belabox_metrics.runtime.collection import CollectionLoop, ScheduledMetric, collector_families
 from belabox_metrics.runtime.housekeeping import Housekeeping
 from belabox_metrics.runtime.queue_figures import QueueFigures
-from belabox_metrics.runtime.upload_record import UploadRecord
+from belabox_metrics.runtime.upload_loop import UploadLoop
 from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.selfmetrics import Family, SelfMetrics, SelfMetricsCollector, written_bytes
 from belabox_metrics.store.queue import QueueStats, SampleQueue, SeriesLanes, UploadProgress
 from belabox_metrics.store.recovery import is_corruption, mark_suspect
-from belabox_metrics.timesync import ClockTrust, SampleStamps, SkewMeasurement, measure_skew
+from belabox_metrics.timesync import ClockTrust, SampleStamps, SkewMeasurement
 from belabox_metrics.upload.bandwidth import TokenBucket
-from belabox_metrics.upload.encode import wire_format
 from belabox_metrics.upload.transport import HttpTransport, Transport
-from belabox_metrics.upload.uploader import Uploader, UploadPolicy
+from belabox_metrics.upload.uploader import Uploader
 
 # agent.health_status values, for alert rules.
 HEALTH_CODES = {"ok": 0, "degraded": 1, "error": 2}
@@ -51,17 +49,6 @@ HEALTH_RETRY_S = 10.0
 def build_collectors(settings: Settings, ctx: CollectorContext) -> list[tuple[MetricSettings, Collector]]:
     specs = registry()
     return [(m, specs[m.name].factory(m, ctx)) for m in settings.enabled_metrics]
-
-
-def upload_policy(settings: Settings) -> UploadPolicy:
-    remote = settings.remote
-    return UploadPolicy(
-        max_samples=remote.batch_size, max_bytes=remote.max_request_bytes,
-        max_attempts=remote.retry.max_attempts, backoff_base=remote.retry.backoff_base,
-        backoff_max=remote.retry.backoff_max, jitter=remote.retry.jitter,
-        max_age_ms=int(remote.max_sample_age * 1000), max_future_ms=int(remote.max_future * 1000),
-        newest_first=remote.newest_first,
-    )
 
 
 def read_boot_id(fs: FsRoot) -> str:
@@ -123,7 +110,7 @@ class Agent:
         self.backlog = LiveBacklog(settings.storage.path)
         self.clock_gate = ClockGate(self.clock, self.boot_id, get("agent"), self.backlog, on_corruption=self._corrupt)
         self.figures = QueueFigures(self.clock, self.destination, self.backlog, settings.storage.max_size,
-                                    left_backlog=self._left_backlog)
+                                    left_backlog=lambda: self.upload_loop.left_backlog())
         # Each owner exposes its own families; the uploader and housekeeping add theirs
         # when the upload thread makes them.
         for source in (lambda: collector_families(self.scheduled), self.figures.families,
@@ -134,15 +121,13 @@ class Agent:
         self.series_lanes = SeriesLanes(classifier(remote.priority))
         # Acknowledged upload progress, committed with the next round's samples (flash).
         self.upload_progress = UploadProgress()
-        self.classes_waiting = 0
         self.stamps = SampleStamps(self.clock, get("time"), max_catch_up_s=remote.max_future)
         self.self_metrics.add(self.stamps.families)
-        self.storage_failures = 0
-        self.skew: SkewMeasurement | None = None
-        self.next_skew_check = start
         self.collection: CollectionLoop | None = None
-        self.uploader: Uploader | None = None
-        self.housekeeping: Housekeeping | None = None
+        self.upload_loop = UploadLoop(
+            settings, self.clock, self.transport, self.headers, self.stop, self.upload_heartbeat, self.budget,
+            self.upload_lanes, self.figures, self.self_metrics, self.collection_done,
+            open_queue=lambda: self._open_queue(owns_upload_state=True), next_skew_check=start)
         self.session_id: int | None = None
         self.watchdog_stalls = 0
         self.health_server: HealthServer | None = None
@@ -191,108 +176,28 @@ class Agent:
 
     # -- upload and maintenance ----------------------------------------------------------
     def _upload_thread(self) -> None:
-        remote = self.settings.remote
-        queue = self._open_queue(owns_upload_state=True)  # the one writer of upload progress
         try:
-            self.uploader = Uploader(queue, self.transport, url=remote.url,
-                                     fmt=wire_format(remote.format, self.settings.device.id, remote.compression_level),
-                                     clock=self.clock, log=get("upload"), policy=upload_policy(self.settings),
-                                     headers=self.headers, stop=self.stop, heartbeat=self.upload_heartbeat,
-                                     timeout=remote.timeout, budget=self.budget, lanes=self.upload_lanes)
-            self.self_metrics.add(self.uploader.families)
-            destinations = [self.destination] if remote.enabled else []
-            self._apply_classes(queue, destinations)
-            self.housekeeping = Housekeeping(queue, self.settings, destinations, self.clock, get("storage"))
-            self.self_metrics.add(self.housekeeping.families)
-            self.figures.refresh(queue, force=True)
-            record = UploadRecord(self.settings.storage.path)  # the last error, for `status` when stopped
-            while True:
-                self.upload_heartbeat.beat(remote.interval + 10)
-                if self.clock.wait(remote.interval, self.stop):
-                    break
-                if remote.enabled:
-                    self._storage_guard("upload", self.uploader.run_cycle)
-                    record.note(self.uploader.last_error, int(self.clock.wall() * 1000))
-                self.upload_heartbeat.beat(120)
-                if self.classes_waiting:
-                    self._apply_classes(queue, destinations)
-                self._storage_guard("housekeeping", self.housekeeping.run)
-                self.check_skew()
-                self.figures.refresh(queue)
-            # Shutdown: wait for the last collection to be stored, then one last upload.
-            self.collection_done.wait(timeout=remote.shutdown_grace)
-            if remote.enabled:
-                deadline = self.clock.monotonic() + remote.shutdown_grace
-                result = self.uploader.run_cycle(deadline=deadline)
-                record.note(self.uploader.last_error, int(self.clock.wall() * 1000))
-                event(self.log, logging.INFO, "final upload", acknowledged=result.acknowledged,
-                      pending=queue.pending_count(self.destination), error=result.error)
-            housekeeping = self.housekeeping
-            self._storage_guard("housekeeping", lambda: housekeeping.run(final=True))
+            self.upload_loop.run()
         except BaseException as exc:
             self.errors.append(exc)
             self.log.exception("upload loop crashed")
             self.stop.set()
-        finally:
-            self.transport.close()
-            queue.close()
 
-    def _left_backlog(self) -> int:
-        """Samples that left the backlog since start: acknowledged or dead-lettered, dropped
-        by the size cap, coalesced."""
-        up, house = self.uploader, self.housekeeping
-        return ((up.resolved_total if up else 0)
-                + (house.dropped_unsent_total + house.coalesced_total if house else 0))
+    @property
+    def uploader(self) -> Uploader | None:
+        return self.upload_loop.uploader
+
+    @property
+    def housekeeping(self) -> Housekeeping | None:
+        return self.upload_loop.housekeeping
+
+    @property
+    def skew(self) -> SkewMeasurement | None:
+        return self.upload_loop.skew
 
     def current_stats(self) -> QueueStats | None:
         """Queue figures as of now, also while an upload cycle is blocked (runtime/backlog.py)."""
         return self.figures.current()
-
-    def _apply_classes(self, queue: SampleQueue, destinations: Sequence[str]) -> None:
-        """Series whose priority class the config changed move lanes when that is safe."""
-        try:
-            moved, waiting = queue.apply_classes(destinations)
-        except sqlite3.OperationalError as exc:
-            event(self.log, logging.WARNING, "could not apply priority classes; retrying next cycle", error=str(exc))
-            self.classes_waiting = max(self.classes_waiting, 1)
-            return
-        if moved:
-            event(self.log, logging.INFO, "priority classes changed by the config applied", series=moved)
-        if waiting and not self.classes_waiting:
-            event(self.log, logging.INFO, "priority classes changed by the config: applied once the backlog is sent",
-                  series=waiting)
-        self.classes_waiting = waiting
-
-    def _storage_guard(self, step: str, work: Callable[[], object]) -> None:
-        """A full disk or an I/O error fails this step, not the agent: rows stay pending
-        (a request VM accepted but we could not mark is sent again, and deduplicated)."""
-        try:
-            work()
-        except sqlite3.OperationalError as exc:
-            self.storage_failures += 1
-            if self.storage_failures == 1 or self.storage_failures % 60 == 0:
-                event(self.log, logging.ERROR, "database write failed; retrying next cycle", step=step,
-                      error=str(exc), failures=self.storage_failures)
-
-    def check_skew(self) -> None:
-        monitoring = self.settings.monitoring
-        if monitoring.clock_skew_url is None or self.clock.monotonic() < self.next_skew_check:
-            return
-        self.next_skew_check = self.clock.monotonic() + monitoring.clock_skew_check_interval
-        try:
-            measured = measure_skew(monitoring.clock_skew_url, self.settings.remote.timeout)
-        except OSError as exc:
-            event(self.log, logging.WARNING, "clock skew check failed", clock_skew_url=redact_url(
-                monitoring.clock_skew_url), error=str(exc), error_type=type(exc).__name__)
-            return
-        if measured is None:
-            event(self.log, logging.WARNING, "clock skew check: no usable Date header",
-                  clock_skew_url=redact_url(monitoring.clock_skew_url))
-            return
-        self.skew = measured
-        level = logging.WARNING if abs(measured.skew_ms) > monitoring.clock_skew_warn_threshold_ms else logging.INFO
-        event(self.log, level, "clock skew", skew_ms=round(measured.skew_ms), rtt_ms=round(measured.rtt_ms),
-              clock_skew_url=redact_url(monitoring.clock_skew_url), ingest_url=self.destination)
 
     # -- health and self-metrics -----------------------------------------------------------
     def snapshot(self) -> Snapshot:
