@@ -34,8 +34,9 @@ from belabox_metrics.runtime.upload_loop import UploadLoop
 from belabox_metrics.sdnotify import Heartbeat, notify, watchdog_period
 from belabox_metrics.secrets import read_secret_file
 from belabox_metrics.selfmetrics import Family, SelfMetrics, SelfMetricsCollector, written_bytes
-from belabox_metrics.store.queue import QueueStats, SampleQueue, SeriesLanes, UploadProgress
+from belabox_metrics.store.queue import SampleQueue, SeriesLanes, UploadProgress
 from belabox_metrics.store.recovery import is_corruption, mark_suspect
+from belabox_metrics.store.views import QueueStats
 from belabox_metrics.timesync import ClockTrust, SampleStamps, SkewMeasurement
 from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.transport import HttpTransport, Transport

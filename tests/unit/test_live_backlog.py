@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from belabox_metrics.runtime.backlog import LiveBacklog
-from belabox_metrics.store.queue import QueueStats
+from belabox_metrics.store.views import QueueStats
 
 
 def counted(pending: int, oldest: int | None) -> QueueStats:

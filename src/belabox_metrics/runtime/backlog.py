@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from belabox_metrics.store.queue import QueueStats
+from belabox_metrics.store.views import QueueStats
 
 
 def _size(path: str) -> int:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from belabox_metrics.clock import Clock
 from belabox_metrics.runtime.backlog import LiveBacklog
 from belabox_metrics.selfmetrics import Family
-from belabox_metrics.store.queue import QueueStats, SampleQueue
+from belabox_metrics.store.queue import SampleQueue
+from belabox_metrics.store.views import QueueStats
 
 # Queue figures are counted again only after this many times the last count's duration.
 COST_FACTOR = 100.0

@@ -65,6 +65,7 @@ def sent_everywhere(progress: Sequence[Progress], key: Key, lane: int) -> bool:
 # SQL over ``samples`` for one lane, from the same rule: rows above the mark, rows in the
 # fresh range (both sides of the subtraction that counts what is pending), and the late
 # rows that pruning must keep.
+IN_LANE_SQL = "series_id IN (SELECT id FROM series WHERE lane = ?)"
 ABOVE_MARK_SQL = "(ts, series_id) > (?, ?)"
 IN_FRESH_SQL = "(ts, series_id) >= (?, ?) AND (ts, series_id) <= (?, ?)"
 NOT_LATE_ANYWHERE_SQL = ("NOT EXISTS (SELECT 1 FROM late_samples l WHERE l.ts = samples.ts "

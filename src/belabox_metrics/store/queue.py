@@ -26,31 +26,28 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from belabox_metrics import __version__
 from belabox_metrics.logs import mask_secrets
 from belabox_metrics.model import Labels, Sample, decode_labels, encode_labels
+from belabox_metrics.store import held, retention, views
 from belabox_metrics.store.db import STORE_PAGE_SIZE, connect, transaction
 from belabox_metrics.store.migrations import migrate
 from belabox_metrics.store.progress import (
-    ABOVE_MARK_SQL,
-    IN_FRESH_SQL,
+    IN_LANE_SQL,
     NO_KEY,
-    NOT_LATE_ANYWHERE_SQL,
     Key,
     Progress,
     UploadState,
-    sent_everywhere,
     state_from_row,
 )
 from belabox_metrics.store.schema import MIGRATIONS
+from belabox_metrics.store.views import DeadLetter, QueueStats
 
 NUMERIC, TEXT = 0, 1
 LANES = (0, 1, 2, 3)  # priority classes P0 (first) ... P3
@@ -58,17 +55,13 @@ DEFAULT_LANE = 2
 # An empty lane's mark is moved up to the newest sample once it trails by this much, so
 # looking for its rows never scans a long stretch of other lanes' samples.
 SKIP_AHEAD_MS = 10 * 60_000
-_IN_LANE = "series_id IN (SELECT id FROM series WHERE lane = ?)"
+_IN_LANE = IN_LANE_SQL
 
 
 _LANES_IN_USE = (
     "SELECT l.lane FROM (" + " UNION ALL ".join(f"SELECT {lane} AS lane" for lane in LANES) + ") l "
     "WHERE EXISTS (SELECT 1 FROM series r WHERE r.lane = l.lane) ORDER BY l.lane"
 )
-
-
-def lane_name(lane: int) -> str:
-    return f"P{lane}"
 
 
 class SeriesLanes:
@@ -158,26 +151,6 @@ class Claim(NamedTuple):
     region: str  # "late" | "fresh" | "backlog"
     rows: list[Row]
     lane: int = -1  # -1 for late rows (any lane)
-
-
-class DeadLetter(NamedTuple):
-    id: int
-    destination: str
-    row: Row
-    reason: str
-    created_at_ms: int
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    samples: int  # -1 when not counted (stats(totals=False))
-    series: int
-    pending: int
-    pending_by_class: dict[str, int]  # lanes holding series, late samples counted in their lane
-    oldest_pending_ms: int | None
-    dead_letters: int
-    db_bytes: int
-    wal_bytes: int
 
 
 class SampleQueue:
@@ -380,32 +353,13 @@ class SampleQueue:
 
     # -- samples stamped by an untrusted clock ---------------------------------------
     def hold(self, samples: Iterable[Sample], boot_id: str, wall_minus_monotonic_ms: int) -> int:
-        """Keep samples whose wall-clock stamp cannot be trusted, with their monotonic time."""
-        with self._write():
-            rows = [(boot_id, ts - wall_minus_monotonic_ms, sid, value, ts)
-                    for ts, sid, value in self._rows_for(samples)]
-            before = self.conn.total_changes
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO held_samples (boot_id, monotonic_ms, series_id, value, wall_ms) "
-                "VALUES (?, ?, ?, ?, ?)", rows)
-            return self.conn.total_changes - before
+        return held.hold(self, samples, boot_id, wall_minus_monotonic_ms)
 
     def release_held(self, boot_id: str, wall_minus_monotonic_ms: int) -> int:
-        """Re-stamp this boot's held samples from monotonic time (now that the wall clock is
-        trusted) and store them as ordinary samples. Returns how many."""
-        with self._write():
-            rows = [(mono + wall_minus_monotonic_ms, sid, value) for mono, sid, value in self.conn.execute(
-                "SELECT monotonic_ms, series_id, value FROM held_samples WHERE boot_id = ?", (boot_id,))]
-            if not rows:
-                return 0
-            late = self._late_on_append(rows)
-            self.conn.executemany("INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)", rows)
-            self._record_late(late)
-            self.conn.execute("DELETE FROM held_samples WHERE boot_id = ?", (boot_id,))
-        return len(rows)
+        return held.release_held(self, boot_id, wall_minus_monotonic_ms)
 
     def held_count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM held_samples").fetchone()[0])
+        return held.held_count(self)
 
     def newest_ts(self) -> int | None:
         row = self.conn.execute("SELECT MAX(ts) FROM samples").fetchone()
@@ -728,98 +682,36 @@ class SampleQueue:
         return {lane: self.state(destination, lane) for lane in self.lanes_in_use()}
 
     def pending_by_lane(self, destination: str, states: dict[int, UploadState] | None = None) -> dict[int, int]:
-        """Samples not yet acknowledged by ``destination``, per lane holding series."""
-        pending: dict[int, int] = {}
-        late_by_lane = dict(self.conn.execute(  # one query for every lane's late rows
-            "SELECT r.lane, COUNT(*) FROM late_samples l JOIN series r ON r.id = l.series_id "
-            "WHERE l.destination = ? GROUP BY r.lane", (destination,)).fetchall())
-        for lane, state in (states if states is not None else self._states_in_use(destination)).items():
-            # The sent rule counted, not listed: late rows lie inside the acknowledged
-            # ranges, so unsent = above the mark - in the fresh range + late.
-            after_mark = int(self.conn.execute(
-                f"SELECT COUNT(*) FROM samples WHERE {ABOVE_MARK_SQL} AND {_IN_LANE}", (*state.mark, lane)
-            ).fetchone()[0])
-            in_fresh = 0
-            if state.fresh_lo is not None and state.fresh_hi is not None:
-                in_fresh = int(self.conn.execute(
-                    f"SELECT COUNT(*) FROM samples WHERE {IN_FRESH_SQL} AND {_IN_LANE}",
-                    (*state.fresh_lo, *state.fresh_hi, lane),
-                ).fetchone()[0])
-            pending[lane] = after_mark - in_fresh + int(late_by_lane.get(lane, 0))
-        return pending
+        return views.pending_by_lane(self, destination, states)
 
     def pending_count(self, destination: str) -> int:
-        return sum(self.pending_by_lane(destination).values())
+        return views.pending_count(self, destination)
 
     def oldest_pending_ms(self, destination: str, states: dict[int, UploadState] | None = None) -> int | None:
-        row = self.conn.execute("SELECT MIN(ts) FROM late_samples WHERE destination = ?", (destination,)).fetchone()
-        candidates = [int(row[0])] if row and row[0] is not None else []
-        for lane, state in (states if states is not None else self._states_in_use(destination)).items():
-            first = self.conn.execute(
-                f"SELECT ts FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE} ORDER BY ts, series_id "
-                "LIMIT 1", (*state.mark, lane)).fetchone()
-            if first is not None:
-                candidates.append(int(first[0]))
-        return min(candidates) if candidates else None
+        return views.oldest_pending_ms(self, destination, states)
 
     def last_acknowledged_ms(self, destination: str) -> int | None:
-        """When ``destination`` last acknowledged anything (wall clock, ms), None if never."""
-        row = self.conn.execute("SELECT MAX(updated_at_ms) FROM upload_state WHERE destination = ?",
-                                (destination,)).fetchone()
-        return int(row[0]) if row and row[0] is not None else None
+        return views.last_acknowledged_ms(self, destination)
 
     def count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+        return views.count(self)
 
     def recent(self, metric: str | None = None, last: int = 20,
                destination: str | None = None) -> list[tuple[Row, bool]]:
-        """The newest ``last`` samples (optionally of one metric), oldest first, each with
-        whether ``destination`` has acknowledged it."""
-        if metric is None:
-            raw = self.conn.execute(
-                "SELECT ts, series_id, value FROM samples ORDER BY ts DESC, series_id DESC LIMIT ?", (last,)
-            ).fetchall()
-        else:
-            raw = self.conn.execute(
-                "SELECT s.ts, s.series_id, s.value FROM samples s JOIN series r ON r.id = s.series_id "
-                "WHERE r.name = ? ORDER BY s.ts DESC, s.series_id DESC LIMIT ?", (metric, last)
-            ).fetchall()
-        progress = self.progress(destination) if destination else None
-        out = []
-        for ts, sid, value in reversed(raw):
-            row = self._row(ts, sid, value)
-            sent = progress is not None and progress.is_sent(row.key, self.lane_of(sid))
-            out.append((row, sent))
-        return out
+        return views.recent(self, metric, last, destination)
 
     def latest_per_series(self, since_ms: int) -> list[Row]:
-        """The newest sample of every series seen since ``since_ms`` (one range scan)."""
-        rows = self.conn.execute(
-            "SELECT MAX(ts), series_id, value FROM samples WHERE ts >= ? GROUP BY series_id", (since_ms,)
-        ).fetchall()
-        return sorted((self._row(ts, sid, value) for ts, sid, value in rows),
-                      key=lambda r: (r.sample.name, r.sample.labels))
+        return views.latest_per_series(self, since_ms)
 
     def all(self) -> list[Row]:
-        return [self._row(*r) for r in self.conn.execute("SELECT ts, series_id, value FROM samples ORDER BY ts, series_id")]
+        return views.all_rows(self)
 
     def dead_letters(self, destination: str | None = None) -> list[tuple[Row, str]]:
-        query = "SELECT ts, series_id, value, reason FROM dead_letters"
-        params: tuple[object, ...] = ()
-        if destination is not None:
-            query += " WHERE destination = ?"
-            params = (destination,)
-        return [(self._row(ts, sid, value), str(reason))
-                for ts, sid, value, reason in self.conn.execute(query + " ORDER BY id", params)]
+        return views.dead_letters(self, destination)
 
     def dead_letter_entries(self, destination: str | None = None, since_ms: int | None = None,
                             metric: str | None = None) -> list[DeadLetter]:
-        """Dead letters with their id, destination and when they were set aside, oldest first."""
-        where, params = self._dead_filter(destination, since_ms, metric)
-        return [DeadLetter(int(i), str(dest), self._row(ts, sid, value), str(reason), int(created))
-                for i, dest, ts, sid, value, reason, created in self.conn.execute(
-                    "SELECT id, destination, ts, series_id, value, reason, created_at_ms FROM dead_letters"
-                    f"{where} ORDER BY id", params)]
+        return views.dead_letter_entries(self, destination, since_ms, metric)
 
     @staticmethod
     def _dead_filter(destination: str | None, since_ms: int | None,
@@ -862,21 +754,7 @@ class SampleQueue:
         return len(entries)
 
     def stats(self, destination: str, *, totals: bool = True) -> QueueStats:
-        """Queue figures. ``totals=False`` skips counting every stored sample (a full scan):
-        the agent refreshes these every upload cycle for health, which needs only the pending
-        count, and a week of samples is millions of rows on the encoder."""
-        states = self._states_in_use(destination)  # read once for both figures
-        by_lane = self.pending_by_lane(destination, states)
-        return QueueStats(
-            samples=self.count() if totals else -1,
-            series=int(self.conn.execute("SELECT COUNT(*) FROM series").fetchone()[0]),
-            pending=sum(by_lane.values()),
-            pending_by_class={lane_name(lane): count for lane, count in by_lane.items()},
-            oldest_pending_ms=self.oldest_pending_ms(destination, states),
-            dead_letters=int(self.conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]),
-            db_bytes=_file_size(self.path),
-            wal_bytes=_file_size(self.path + "-wal"),
-        )
+        return views.stats(self, destination, totals=totals)
 
     # -- sessions ----------------------------------------------------------------------
     def start_session(self, boot_id: str, started_at_ms: int, monotonic_now: float) -> int:
@@ -889,77 +767,17 @@ class SampleQueue:
 
     # -- housekeeping ----------------------------------------------------------------
     def prune_sent(self, destinations: Sequence[str], older_than_ms: int) -> int:
-        """Delete samples older than ``older_than_ms`` that every destination acknowledged."""
-        if not destinations:
-            return 0
-        with self._write():
-            before = self.conn.total_changes
-            for lane in self.lanes_in_use():
-                mark = min(self.state(d, lane).mark for d in destinations)
-                cutoff: Key = min(mark, (older_than_ms, -1))
-                # At or below every destination's mark and late for none: sent everywhere.
-                self.conn.execute(
-                    f"DELETE FROM samples WHERE NOT {ABOVE_MARK_SQL} AND {_IN_LANE} AND {NOT_LATE_ANYWHERE_SQL}",
-                    (*cutoff, lane),
-                )
-            return self.conn.total_changes - before
+        return retention.prune_sent(self, destinations, older_than_ms)
 
     def coalesce_unsent(self, destinations: Sequence[str], older_than_ms: int, bucket_ms: int,
                         max_rows: int = 200_000) -> int:
-        """Downsample the backlog: among samples older than ``older_than_ms`` that no
-        destination has acknowledged, keep the first sample of each series in each
-        ``bucket_ms`` bucket and delete the rest. One ordered pass over at most ``max_rows``
-        rows per call. Returns how many were deleted. Off unless configured: it trades
-        resolution for uplink bytes after a long offline period."""
-        if not destinations or bucket_ms <= 0:
-            return 0
-        doomed: list[tuple[int, int]] = []
-        for lane in self.lanes_in_use():
-            states = [self.state(d, lane) for d in destinations]
-            lower = max(st.highest for st in states)
-            upper_ts = older_than_ms
-            for st in states:
-                if st.fresh_lo is not None:
-                    upper_ts = min(upper_ts, st.fresh_lo[0])
-            kept_bucket: dict[int, int] = {}
-            for ts, sid in self.conn.execute(
-                    f"SELECT ts, series_id FROM samples WHERE (ts, series_id) > (?, ?) AND ts < ? AND {_IN_LANE} "
-                    "ORDER BY ts, series_id LIMIT ?", (*lower, upper_ts, lane, max_rows)):
-                bucket = ts - ts % bucket_ms
-                if kept_bucket.get(sid) == bucket:
-                    doomed.append((ts, sid))
-                else:
-                    kept_bucket[sid] = bucket
-        if doomed:
-            with self._write():
-                self.conn.executemany("DELETE FROM samples WHERE ts = ? AND series_id = ?", doomed)
-        return len(doomed)
+        return retention.coalesce_unsent(self, destinations, older_than_ms, bucket_ms, max_rows)
 
     def used_bytes(self) -> int:
-        pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
-        free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
-        size = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
-        return (pages - free) * size
+        return retention.used_bytes(self)
 
     def enforce_max_size(self, max_bytes: int, destinations: Sequence[str], step: int = 5000) -> int:
-        """While the database holds more than ``max_bytes``, delete the oldest samples.
-        Returns how many of the deleted samples had not been sent to every destination."""
-        dropped_unsent = 0
-        for _ in range(1000):  # bounded: each round deletes `step` samples
-            if self.used_bytes() <= max_bytes:
-                break
-            with self._write():
-                rows = self.conn.execute(
-                    "SELECT ts, series_id FROM samples ORDER BY ts, series_id LIMIT ?", (step,)
-                ).fetchall()
-                if not rows:
-                    break
-                last: Key = (int(rows[-1][0]), int(rows[-1][1]))
-                progress = [self.progress(d) for d in destinations]
-                dropped_unsent += sum(1 for ts, sid in rows if not sent_everywhere(progress, (ts, sid), self.lane_of(sid)))
-                self.conn.execute("DELETE FROM samples WHERE (ts, series_id) <= (?, ?)", last)
-                self.conn.execute("DELETE FROM late_samples WHERE (ts, series_id) <= (?, ?)", last)
-        return dropped_unsent
+        return retention.enforce_max_size(self, max_bytes, destinations, step)
 
 
 _new_tuple = tuple.__new__
@@ -967,10 +785,3 @@ _new_tuple = tuple.__new__
 
 def _before(key: Key) -> Key:
     return (key[0], key[1] - 1)
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
