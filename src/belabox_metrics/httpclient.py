@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from belabox_metrics.logs import register_secret
-from belabox_metrics.tlsconfig import TlsSettings, client_context
+from belabox_metrics.tlsconfig import TlsSettings, client_context, host_name
 from belabox_metrics.validation import ConfigError
 
 if TYPE_CHECKING:
@@ -158,6 +158,11 @@ def _connection_class() -> Any:
             self.server_name = server_name
             self.deadline = 0.0
             self.response_class = self._answer
+            self._create_connection = self._open
+
+        @staticmethod
+        def _open(address: tuple[str, int], timeout: float | None, source: tuple[str, int] | None) -> socket.socket:
+            return socket.create_connection((host_name(address[0]), address[1]), timeout, source)  # type: ignore[arg-type]
 
         def _answer(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
                     url: str | None = None) -> Any:
@@ -166,7 +171,8 @@ def _connection_class() -> Any:
         def connect(self) -> None:
             super().connect()  # TCP, and the CONNECT tunnel through a proxy
             if self.tls is not None:
-                self.sock = self.tls().wrap_socket(self.sock, server_hostname=self.server_name)
+                name = None if self.server_name is None else host_name(self.server_name)
+                self.sock = self.tls().wrap_socket(self.sock, server_hostname=name)
 
         def idle_and_open(self) -> bool:
             """The kept-alive connection is still open and nothing unasked arrived on it."""

@@ -8,7 +8,6 @@ can print one line and exit 2 instead of a traceback.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -249,6 +248,8 @@ class Reader:
     def finish(self) -> None:
         unknown = [k for k in self.data if k not in self.used]
         if unknown:
+            import difflib  # only for a mistake: not loaded by an agent whose config is right
+
             name = str(unknown[0])
             close = difflib.get_close_matches(name, [str(k) for k in self.used], n=1)
             hint = f"did you mean `{close[0]}`?" if close else (

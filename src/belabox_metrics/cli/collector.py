@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from belabox_metrics import __version__, logs
+from belabox_metrics.cli import ArgumentParser
 from belabox_metrics.config import DEFAULT_CONFIG_PATH, Settings, load_config
 from belabox_metrics.naming import exact
 from belabox_metrics.runtime.startup import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, run
@@ -24,7 +25,7 @@ from belabox_metrics.validation import ConfigError, format_duration
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="metrics-collector",
         description="BELABOX metrics agent: collect host and SRT metrics, store them in SQLite, "
                     "forward them exactly once.",

@@ -18,6 +18,7 @@ import sqlite3
 import sys
 import time
 
+from belabox_metrics.cli import ArgumentParser
 from belabox_metrics.config import Settings
 from belabox_metrics.logs import redact_url
 from belabox_metrics.store.migrations import SchemaError
@@ -28,7 +29,7 @@ from belabox_metrics.validation import ConfigError, parse_duration
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], config_help: str) -> None:
+def add_parser(sub: argparse._SubParsersAction[ArgumentParser], config_help: str) -> None:
     parser = sub.add_parser("dead-letters", help="list samples set aside as refused; requeue them once fixed")
     parser.add_argument("action", nargs="?", choices=("list", "requeue"), default="list",
                         help="list (default) or requeue: send them again, in order, ahead of the backlog")

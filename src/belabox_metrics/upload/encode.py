@@ -22,8 +22,8 @@ before encoding.
 
 from __future__ import annotations
 
-import gzip
 import json
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -96,8 +96,11 @@ def vm_jsonl(heads: VmSeriesHeads, samples: Sequence[Sample]) -> bytes:
 
 
 def gzip_bytes(body: bytes, level: int = GZIP_LEVEL) -> bytes:
-    # mtime=0: the same chunk compresses to the same bytes (repeatable sizes in benchmarks).
-    return gzip.compress(body, compresslevel=level, mtime=0)
+    # One gzip member with mtime 0 (the same chunk compresses to the same bytes: repeatable
+    # sizes in benchmarks), as gzip.compress(body, level, mtime=0) makes it since Python 3.12;
+    # zlib alone, without the gzip module and _compression (issue 16).
+    packer = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+    return packer.compress(body) + packer.flush()
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,6 @@ from belabox_metrics.collectors.base import (
     MetricSettings,
     register,
 )
-from belabox_metrics.collectors.srt import (  # noqa: F401 - importing registers source types
-    belaui,
-    mediamtx,
-    sls,
-    srt_live_transmit,
-    srtla_prom,
-)
 from belabox_metrics.collectors.srt.common import (
     SOURCE_TYPES,
     Source,

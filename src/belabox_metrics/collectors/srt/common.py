@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib
 import math
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -339,11 +340,46 @@ class SourceType:
     description: str
 
 
-SOURCE_TYPES: dict[str, SourceType] = {}
+# The module that defines each source type, imported when a config first names the type:
+# an agent pays only for the types it polls (issue 16: the five modules and the websocket
+# client are ~0.6 MB of RSS an agent without those sources never uses). A test checks this
+# table against what the modules register.
+SOURCE_MODULES: dict[str, str] = {
+    "belaui": "belaui",
+    "mediamtx": "mediamtx",
+    "openirl": "sls",
+    "sls": "sls",
+    "srt-live-transmit": "srt_live_transmit",
+    "srtla-prom": "srtla_prom",
+}
+
+
+class SourceTypes(Mapping[str, SourceType]):
+    """Every source type by name; a type's module is imported on first access."""
+
+    def __init__(self) -> None:
+        self.registered: dict[str, SourceType] = {}
+
+    def __getitem__(self, name: str) -> SourceType:
+        if name not in self.registered and name in SOURCE_MODULES:
+            importlib.import_module(f"{__package__}.{SOURCE_MODULES[name]}")
+        return self.registered[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in SOURCE_MODULES or name in self.registered
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*SOURCE_MODULES, *self.registered]))
+
+    def __len__(self) -> int:
+        return len(set(SOURCE_MODULES) | set(self.registered))
+
+
+SOURCE_TYPES = SourceTypes()
 
 
 def register_source(source_type: SourceType) -> SourceType:
-    SOURCE_TYPES[source_type.name] = source_type
+    SOURCE_TYPES.registered[source_type.name] = source_type
     return source_type
 
 

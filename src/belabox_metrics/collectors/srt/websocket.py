@@ -15,7 +15,7 @@ import struct
 import time
 from urllib.parse import urlsplit
 
-from belabox_metrics.tlsconfig import TlsSettings, client_context
+from belabox_metrics.tlsconfig import TlsSettings, client_context, host_name
 from belabox_metrics.validation import ConfigError
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -120,11 +120,11 @@ class WebSocket:
             context = client_context(tls) if secure else None
         except ConfigError as exc:  # check-config names it too; here the source reports it
             raise WebSocketError(str(exc)) from None
-        sock = socket.create_connection((parts.hostname, port), timeout=timeout)
+        sock = socket.create_connection((host_name(parts.hostname), port), timeout=timeout)  # type: ignore[arg-type]
         try:
             if context is not None:
                 server_name = (tls.server_name if tls is not None else None) or parts.hostname
-                sock = context.wrap_socket(sock, server_hostname=server_name)
+                sock = context.wrap_socket(sock, server_hostname=host_name(server_name))
             key = base64.b64encode(os.urandom(16)).decode("ascii")
             host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
             if parts.port:
