@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from belabox_metrics.agent import Agent
+from belabox_metrics.clock import SystemClock
 from belabox_metrics.config import load_config
 from belabox_metrics.model import Sample, make_labels
 from belabox_metrics.priority import classifier
@@ -125,7 +126,8 @@ def write_config(tmp: Path, remote: dict[str, Any], *, metrics: list[dict[str, A
 @contextmanager
 def agent_running(tmp: Path, remote: dict[str, Any], *, samples: list[Sample] = (),  # type: ignore[assignment]
                   metrics: list[dict[str, Any]] | None = None, recorder: Recorder | None = None,
-                  real_transport: bool = False, device: str = "opt-box") -> Iterator[Run]:
+                  real_transport: bool = False, device: str = "opt-box",
+                  clock: SystemClock | None = None) -> Iterator[Run]:
     settings = load_config(str(write_config(tmp, remote, metrics=metrics, device=device)))
     if samples:
         queue = SampleQueue.open(settings.storage.path, lanes=SeriesLanes(classifier(settings.remote.priority)))
@@ -134,7 +136,7 @@ def agent_running(tmp: Path, remote: dict[str, Any], *, samples: list[Sample] = 
     if not real_transport:
         recorder = recorder or Recorder()
     stop = threading.Event()
-    agent = Agent(settings, transport=recorder, stop=stop)
+    agent = Agent(settings, transport=recorder, stop=stop, clock=clock)
     codes: list[int] = []
     thread = threading.Thread(target=lambda: codes.append(agent.run()), daemon=True)
     started = time.monotonic()
@@ -202,7 +204,9 @@ def test_timeout(tmp_path: Path) -> None:
                            samples=backlog(5), real_transport=True) as short:
             wait_until(lambda: uploader(short)["last_error"] is not None)
             assert "timed out" in str(uploader(short)["last_error"])
-            assert elapsed(short) < 10
+            # The error came from the 300 ms timeout, not a stall: generous on a loaded machine
+            # (without a timeout the request to this server would never end at all).
+            assert elapsed(short) < 30
         with agent_running(tmp_path, {"url": url, "timeout": "5s", "retry": {"max_attempts": 1}},
                            samples=backlog(5), real_transport=True) as long:
             time.sleep(2.0)
@@ -332,42 +336,64 @@ def test_token_file(tmp_path: Path) -> None:
 
 def test_retry_max_attempts(tmp_path: Path) -> None:
     for attempts in (2, 4):
-        remote = {"interval": "1s", "retry": {"max_attempts": attempts, "backoff_base": "10ms", "backoff_max": "10ms"}}
-        with agent_running(tmp_path, remote, samples=backlog(5), recorder=Recorder(status=503)) as run:
+        remote = {"interval": "1s", "retry": {"max_attempts": attempts, "backoff_base": "10ms", "backoff_max": "10ms",
+                                              "jitter": 0}}
+        recorder = Recorder(status=503)
+        clock = WaitsClock(recorder)
+        with agent_running(tmp_path, remote, samples=backlog(5), recorder=recorder, clock=clock) as run:
             wait_until(lambda: len(run.posts) > attempts)  # noqa: B023 - the second cycle began
-        first = run.posts[0].at
-        # One cycle's attempts within ~10 ms of each other, the next cycle a second later.
-        assert len([p for p in run.posts if p.at - first < 0.6]) == attempts
+        # One cycle's attempts 10 ms apart, then no backoff after the last one: the cycle gives
+        # up and waits for the next (measured on the waits asked for, not on wall time).
+        waits = [(sent, round(seconds, 6)) for sent, seconds in clock.waits if 1 <= sent <= attempts]
+        assert [seconds for sent, seconds in waits if sent < attempts] == [0.01] * (attempts - 1)
+        assert [seconds for sent, seconds in waits if sent == attempts and seconds == 0.01] == []
 
 
 def test_retry_backoff_base(tmp_path: Path) -> None:
-    gaps = retry_gaps(tmp_path, {"max_attempts": 2, "backoff_base": "800ms", "jitter": 0}, 2)
-    assert gaps[0] >= 0.79
-    gaps = retry_gaps(tmp_path, {"max_attempts": 2, "backoff_base": "50ms", "jitter": 0}, 2)
-    assert gaps[0] < 0.7
+    assert retry_waits(tmp_path, {"max_attempts": 2, "backoff_base": "800ms", "jitter": 0}, 2) == [0.8]
+    assert retry_waits(tmp_path, {"max_attempts": 2, "backoff_base": "50ms", "jitter": 0}, 2) == [0.05]
 
 
 def test_retry_backoff_max(tmp_path: Path) -> None:
-    uncapped = retry_gaps(tmp_path, {"max_attempts": 4, "backoff_base": "200ms", "backoff_max": "10s", "jitter": 0}, 4)
-    assert uncapped[2] >= 0.79  # 200, 400, 800 ms
-    capped = retry_gaps(tmp_path, {"max_attempts": 4, "backoff_base": "200ms", "backoff_max": "250ms", "jitter": 0}, 4)
-    assert capped[2] < 0.7
+    uncapped = retry_waits(tmp_path, {"max_attempts": 4, "backoff_base": "200ms", "backoff_max": "10s", "jitter": 0}, 4)
+    assert uncapped == [0.2, 0.4, 0.8]
+    capped = retry_waits(tmp_path, {"max_attempts": 4, "backoff_base": "200ms", "backoff_max": "250ms", "jitter": 0}, 4)
+    assert capped == [0.2, 0.25, 0.25]
 
 
 def test_retry_jitter(tmp_path: Path) -> None:
     retry = {"max_attempts": 12, "backoff_base": "50ms", "backoff_max": "50ms"}
-    exact = retry_gaps(tmp_path, {**retry, "jitter": 0}, 12)
-    assert min(exact) >= 0.049
-    spread = retry_gaps(tmp_path, {**retry, "jitter": 1}, 12)
-    assert min(spread) < 0.045  # 11 delays uniform in 0-100 ms: all >= 45 ms has p < 0.002
+    assert retry_waits(tmp_path, {**retry, "jitter": 0}, 12) == [0.05] * 11
+    spread = retry_waits(tmp_path, {**retry, "jitter": 1}, 12)
+    # 11 delays drawn uniformly from 0-100 ms: all distinct (two equal floats: p ~ 0), each
+    # within the bound, and not all of them the unjittered 50 ms.
+    assert len(set(spread)) == 11 and all(0.0 <= d <= 0.1 for d in spread)
 
 
-def retry_gaps(tmp: Path, retry: dict[str, Any], attempts: int) -> list[float]:
-    with agent_running(tmp, {"interval": "200ms", "retry": retry}, samples=backlog(5),
-                       recorder=Recorder(status=503)) as run:
+class WaitsClock(SystemClock):
+    """The real clock, recording each wait the upload thread asks for with the number of
+    requests sent before it: the backoff between two attempts, free of scheduling delays."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.waits: list[tuple[int, float]] = []
+
+    def wait(self, seconds: float, stop: threading.Event) -> bool:
+        if threading.current_thread().name == "upload":
+            self.waits.append((len(self.recorder.posts), seconds))
+        return super().wait(seconds, stop)
+
+
+def retry_waits(tmp: Path, retry: dict[str, Any], attempts: int) -> list[float]:
+    """The backoffs of the first cycle's ``attempts`` attempts (all refused with 503), rounded
+    to the microsecond: the waits asked for between request 1 and 2, 2 and 3, ..."""
+    recorder = Recorder(status=503)
+    clock = WaitsClock(recorder)
+    with agent_running(tmp, {"interval": "200ms", "retry": retry}, samples=backlog(5), recorder=recorder,
+                       clock=clock) as run:
         wait_until(lambda: len(run.posts) >= attempts)
-    times = [p.at for p in run.posts[:attempts]]
-    return [b - a for a, b in itertools.pairwise(times)]
+    between = [seconds for sent, seconds in clock.waits if 1 <= sent < attempts]
+    return [round(seconds, 6) for seconds in between]
 
 
 # -- bandwidth ---------------------------------------------------------------------------------
