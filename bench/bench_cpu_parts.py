@@ -11,6 +11,8 @@ VictoriaMetrics on loopback. Over the window after the warm-up it reports:
   store's append, one upload cycle and its claim / request / acknowledgement, the stats
   refresh, housekeeping, self-metrics), per minute and per call. Parts nest (a cycle holds
   its claim, request and acknowledgement), so they do not add up;
+- CPU of Python's cyclic garbage collector per generation (``gc.callbacks``, in whichever
+  thread's allocation triggered it; it nests inside the parts above);
 - with ``--trace-sql``, SQL statements per minute per thread
   (``sqlite3.Connection.set_trace_callback``; the callback itself costs CPU, so the figures
   above are best read from a run without it);
@@ -27,6 +29,7 @@ import argparse
 import collections
 import contextlib
 import functools
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -90,6 +93,22 @@ class Meter:
 
         setattr(owner, name, timed)
         self.restore.append(lambda: setattr(owner, name, original))
+
+    def watch_gc(self) -> None:
+        """Time each collection of the cyclic garbage collector, per generation."""
+        started: dict[int, int] = {}
+
+        def callback(phase: str, info: dict[str, int]) -> None:
+            thread = threading.get_ident()
+            if phase == "start":
+                started[thread] = time.thread_time_ns()
+            elif thread in started:
+                label = f"gc generation {info['generation']}"
+                self.cpu_ns[label] += time.thread_time_ns() - started.pop(thread)
+                self.calls[label] += 1
+
+        gc.callbacks.append(callback)
+        self.restore.append(lambda: gc.callbacks.remove(callback))
 
     def trace_statements(self) -> None:
         original_open = SampleQueue.open.__func__  # type: ignore[attr-defined]
@@ -174,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     meter = Meter()
     for owner, name in PARTS:
         meter.wrap(owner, name)
+    meter.watch_gc()
     if args.trace_sql:
         meter.trace_statements()
     if args.sync == "normal":
@@ -220,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{total_ms * 1000 / (uploaded * per_minute):.1f} µs of CPU per sample (all threads)")
     rows = [[label, ns / 1e6 * per_minute, meter.calls[label] * per_minute, ns / 1e3 / meter.calls[label]]
             for label, ns in meter.cpu_ns.most_common()]
-    print("\nCPU per part (parts nest: a cycle holds its claim, request and acknowledgement)\n")
+    print("\nCPU per part (parts nest: a cycle holds its claim, request and acknowledgement; a garbage "
+          "collection runs inside whichever part allocated)\n")
     print(table(["part", "CPU ms/min", "calls/min", "µs/call"], rows))
     if not args.trace_sql:
         return 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from belabox_metrics.clock import Clock
 from belabox_metrics.config import Settings
 from belabox_metrics.logs import event, get, redact_url
+from belabox_metrics.runtime.gc_freeze import GcFreezer
 from belabox_metrics.runtime.housekeeping import Housekeeping
 from belabox_metrics.runtime.queue_figures import QueueFigures
 from belabox_metrics.runtime.upload_record import UploadRecord
@@ -82,6 +83,7 @@ class UploadLoop:
             self.self_metrics.add(self.housekeeping.families)
             self.figures.refresh(queue, force=True)
             record = UploadRecord(self.settings.storage.path)  # the last error, for `status` when stopped
+            freezer = GcFreezer(self.clock)  # long-lived objects out of full collections
             while True:
                 self.heartbeat.beat(remote.interval + 10)
                 if self.clock.wait(remote.interval, self.stop):
@@ -95,6 +97,7 @@ class UploadLoop:
                 self._storage_guard("housekeeping", self.housekeeping.run)
                 self.check_skew()
                 self.figures.refresh(queue)
+                freezer.run()
             # Shutdown: wait for the last collection to be stored, then one last upload.
             self.collection_done.wait(timeout=remote.shutdown_grace)
             if remote.enabled:
