@@ -67,6 +67,10 @@ def sent_everywhere(progress: Sequence[Progress], key: Key, lane: int) -> bool:
 # rows that pruning must keep.
 IN_LANE_SQL = "series_id IN (SELECT id FROM series WHERE lane = ?)"
 ABOVE_MARK_SQL = "(ts, series_id) > (?, ?)"
+# Its complement, written so SQLite searches the primary key instead of scanning every row
+# (``NOT (ts, series_id) > (?, ?)`` is a full scan: at 7 days of retention, ~8 million rows
+# each minute).
+AT_OR_BELOW_MARK_SQL = "(ts, series_id) <= (?, ?)"
 IN_FRESH_SQL = "(ts, series_id) >= (?, ?) AND (ts, series_id) <= (?, ?)"
 NOT_LATE_ANYWHERE_SQL = ("NOT EXISTS (SELECT 1 FROM late_samples l WHERE l.ts = samples.ts "
                          "AND l.series_id = samples.series_id)")

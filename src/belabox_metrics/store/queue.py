@@ -291,6 +291,24 @@ class SampleQueue:
             sample = _new_tuple(Sample, (name, number, ts, labels, None))
         return _new_tuple(Row, (ts, series_id, sample))
 
+    def _rows(self, raw: Iterable[Sequence[object]]) -> list[Row]:
+        """``_row`` for many (ts, series_id, value) rows, lookups hoisted out of the loop: a
+        claim at thousands of series builds ten thousand at a time."""
+        known, new, nan = self._series, _new_tuple, math.nan
+        out: list[Row] = []
+        append = out.append
+        for ts, sid, value in raw:
+            found = known.get(sid)  # type: ignore[call-overload]
+            if found is None:
+                found = self.series(sid)  # type: ignore[arg-type]
+            name, labels, value_type = found
+            if value_type == TEXT:
+                sample = new(Sample, (name, None, ts, labels, str(value)))
+            else:
+                sample = new(Sample, (name, nan if value is None else float(value), ts, labels, None))  # type: ignore[arg-type]
+            append(new(Row, (ts, sid, sample)))
+        return out
+
     # -- append ----------------------------------------------------------------------
     def append(self, samples: Iterable[Sample]) -> int:
         """Store samples in one fsync'd transaction; returns how many were new."""
@@ -342,13 +360,13 @@ class SampleQueue:
     def _rows_for(self, samples: Iterable[Sample]) -> list[tuple[int, int, object]]:
         rows: list[tuple[int, int, object]] = []
         append, ids = rows.append, self._ids_by_labels
-        for s in samples:
-            value_type = TEXT if s.value is None else NUMERIC
-            key = (s.name, s.labels, value_type)
+        for name, value, ts, labels, text in samples:  # unpacked: attribute access cost 20 %
+            value_type = TEXT if value is None else NUMERIC
+            key = (name, labels, value_type)
             sid = ids.get(key)
             if sid is None:
-                sid = ids[key] = self._series_id(s.name, encode_labels(s.labels), value_type)
-            append((s.timestamp_ms, sid, s.text if value_type == TEXT else s.value))
+                sid = ids[key] = self._series_id(name, encode_labels(labels), value_type)
+            append((ts, sid, text if value_type == TEXT else value))
         return rows
 
     # -- samples stamped by an untrusted clock ---------------------------------------
@@ -446,7 +464,7 @@ class SampleQueue:
         ).fetchall()
         if descending:
             rows.reverse()
-        return [self._row(*r) for r in rows]
+        return self._rows(rows)
 
     def next_batch(self, destination: str, limit: int, *, newest_first: bool = False,
                    lanes: Sequence[int] = LANES) -> Claim | None:
@@ -478,7 +496,7 @@ class SampleQueue:
         claims: list[Claim] = []
         room = limit
         if late:
-            claims.append(Claim("late", [self._row(*r) for r in late]))
+            claims.append(Claim("late", self._rows(late)))
             room -= len(late)
         version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
         for lane in serve:

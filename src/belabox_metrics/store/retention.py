@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from belabox_metrics.store.progress import (
-    ABOVE_MARK_SQL,
+    AT_OR_BELOW_MARK_SQL,
     IN_LANE_SQL,
     NOT_LATE_ANYWHERE_SQL,
     Key,
@@ -31,7 +31,7 @@ def prune_sent(queue: SampleQueue, destinations: Sequence[str], older_than_ms: i
             cutoff: Key = min(mark, (older_than_ms, -1))
             # At or below every destination's mark and late for none: sent everywhere.
             queue.conn.execute(
-                f"DELETE FROM samples WHERE NOT {ABOVE_MARK_SQL} AND {IN_LANE_SQL} AND {NOT_LATE_ANYWHERE_SQL}",
+                f"DELETE FROM samples WHERE {AT_OR_BELOW_MARK_SQL} AND {IN_LANE_SQL} AND {NOT_LATE_ANYWHERE_SQL}",
                 (*cutoff, lane),
             )
         return queue.conn.total_changes - before
