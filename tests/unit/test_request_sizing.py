@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from belabox_metrics.agent import upload_policy
 from belabox_metrics.clock import FakeClock
 from belabox_metrics.config import Settings, load_config
 from belabox_metrics.model import Sample, make_labels
+from belabox_metrics.runtime.upload_loop import upload_policy
 from belabox_metrics.store.queue import SampleQueue
 from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import WireFormat, wire_format
