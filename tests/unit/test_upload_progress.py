@@ -8,6 +8,7 @@ another process (``status``) or for the agent after kill -9."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from belabox_metrics.model import Sample, make_labels
@@ -109,6 +110,26 @@ def test_a_dead_letter_commits_its_progress_at_once(tmp_path: Path) -> None:
     rows = claims[0].rows
     upload.ack_claims(DEST, claims, dead=[(rows[0], "refused: 400")])
     # Another process (dead-letters requeue) must see the progress the dead letter lives under.
+    assert pending_elsewhere(db) == 0
+    collect.close()
+    upload.close()
+
+
+def test_progress_no_append_carries_is_committed_once_overdue(tmp_path: Path) -> None:
+    """The stream ended and only SRT sources are configured: no append comes. The upload
+    loop commits deferred progress once it has waited max_unsaved_s (before: until the next
+    append or shutdown, so `status` and `verify` saw the drained backlog as pending)."""
+    db = tmp_path / "m.db"
+    progress = UploadProgress(max_unsaved_s=0.2)
+    collect, upload = agent_queues(db, progress)
+    collect.append(round_of(T0))
+    upload.ack_claims(DEST, upload.next_claims(DEST, 100))
+    assert upload.save_progress_if_overdue() == 0      # not waited long enough yet
+    assert pending_elsewhere(db) == 5
+    deadline = time.monotonic() + 30
+    while not progress.overdue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert upload.save_progress_if_overdue() == 1
     assert pending_elsewhere(db) == 0
     collect.close()
     upload.close()

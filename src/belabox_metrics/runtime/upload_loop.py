@@ -91,6 +91,8 @@ class UploadLoop:
                 if remote.enabled:
                     self._storage_guard("upload", self.uploader.run_cycle)
                     record.note(self.uploader.last_error, int(self.clock.wall() * 1000))
+                    # No append may come to carry the progress (the stream ended): commit it.
+                    self._storage_guard("progress", queue.save_progress_if_overdue)
                 self.heartbeat.beat(120)
                 if self.classes_waiting:
                     self._apply_classes(queue, destinations)

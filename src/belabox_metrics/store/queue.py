@@ -87,10 +87,12 @@ class UploadProgress:
 
     Acknowledgements and appends both run under the database's write lock (BEGIN IMMEDIATE),
     so the lateness check of an append always sees the progress of every acknowledgement
-    before it. Progress waits at most ``max_unsaved_s`` (no append meanwhile: the upload
-    thread commits it itself), and is committed when the owning queue closes."""
+    before it. Progress waits at most ``max_unsaved_s`` (no append meanwhile, e.g. the stream
+    ended and only SRT sources are configured: the upload loop commits it itself after its
+    cycle, so another process's view, `status`, `verify`, lags by that much at most), and is
+    committed when the owning queue closes."""
 
-    def __init__(self, max_unsaved_s: float = 60.0) -> None:
+    def __init__(self, max_unsaved_s: float = 10.0) -> None:
         self.max_unsaved_s = max_unsaved_s
         self.states: dict[tuple[str, int], UploadState] = {}  # the owner's cache: every known state
         self.unsaved: dict[tuple[str, int], UploadState] = {}
@@ -233,6 +235,12 @@ class SampleQueue:
             written = self._write_unsaved_progress()
         self.shared_progress.saved(written)
         return len(written)
+
+    def save_progress_if_overdue(self) -> int:
+        """Commit deferred progress that has waited ``max_unsaved_s`` for an append."""
+        if self.shared_progress is None or not self.shared_progress.overdue():
+            return 0
+        return self.save_progress()
 
     def close(self) -> None:
         if self._owner and self.shared_progress is not None:
