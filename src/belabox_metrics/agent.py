@@ -336,6 +336,10 @@ class Agent:
               metrics=",".join(f"{m.settings.name}@{m.settings.interval:g}s" for m in self.scheduled),
               remote=f"{self.destination} ({remote.format})" if remote.enabled else "disabled",
               health=self._health_url())
+        # Starting is not hung: each loop has its first round's budget to beat for itself
+        # (on a loaded box the upload thread's set-up can take seconds before its first beat).
+        self.collection_heartbeat.beat(self.collect_run_budget)
+        self.upload_heartbeat.beat(120)
         threads = [
             threading.Thread(target=self._collection_thread, name="collect", daemon=True),
             threading.Thread(target=self._upload_thread, name="upload", daemon=True),
