@@ -13,10 +13,25 @@ at once (pending counts, pruning) is built here too, so the copies cannot drift.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
-Key = tuple[int, int]  # (timestamp_ms, series_id)
+from belabox_metrics.store.series import LANES, Key
+
+__all__ = [
+    "NO_KEY",
+    "Key",
+    "Progress",
+    "ProgressBook",
+    "UploadProgress",
+    "UploadState",
+    "sent_everywhere",
+    "state_from_row",
+]
+
 NO_KEY: Key = (-(2**62), -1)
 
 
@@ -74,3 +89,192 @@ AT_OR_BELOW_MARK_SQL = "(ts, series_id) <= (?, ?)"
 IN_FRESH_SQL = "(ts, series_id) >= (?, ?) AND (ts, series_id) <= (?, ?)"
 NOT_LATE_ANYWHERE_SQL = ("NOT EXISTS (SELECT 1 FROM late_samples l WHERE l.ts = samples.ts "
                          "AND l.series_id = samples.series_id)")
+
+
+class UploadProgress:
+    """Upload progress acknowledged in this process, shared by its queues (issue 21: flash).
+
+    An acknowledgement moves the upload thread's progress here, in memory, without a commit
+    of its own; the collection thread's next append (a round's fsync'd commit, a few seconds
+    later) writes it in the same commit. That saves one fsync'd commit per upload cycle (a
+    third of the agent's commits at the shipped config). The trade: after kill -9 or a power
+    cut, what was acknowledged since the last append is sent again, once; VictoriaMetrics
+    (``-dedup.minScrapeInterval=1ms``) and metrics-receiver store it once. Nothing stored is
+    ever lost: the database's progress is only ever behind the truth, never ahead of it.
+
+    Acknowledgements and appends both run under the database's write lock (BEGIN IMMEDIATE),
+    so the lateness check of an append always sees the progress of every acknowledgement
+    before it. Progress waits at most ``max_unsaved_s`` (no append meanwhile, e.g. the stream
+    ended and only SRT sources are configured: the upload loop commits it itself after its
+    cycle, so another process's view, `status`, `verify`, lags by that much at most), and is
+    committed when the owning queue closes."""
+
+    def __init__(self, max_unsaved_s: float = 10.0) -> None:
+        self.max_unsaved_s = max_unsaved_s
+        self.states: dict[tuple[str, int], UploadState] = {}  # the owner's cache: every known state
+        self.unsaved: dict[tuple[str, int], UploadState] = {}
+        self.unsaved_since: float | None = None
+        self.saved_with_samples = 0  # progress writes that rode on an append's commit
+        self.lock = threading.Lock()
+
+    def defer(self, key: tuple[str, int], state: UploadState) -> None:
+        with self.lock:
+            if not self.unsaved:
+                self.unsaved_since = time.monotonic()
+            self.unsaved[key] = state
+
+    def pending(self) -> dict[tuple[str, int], UploadState]:
+        with self.lock:
+            return dict(self.unsaved)
+
+    def saved(self, written: dict[tuple[str, int], UploadState]) -> None:
+        """``written`` is committed: drop each entry not replaced meanwhile."""
+        with self.lock:
+            for key, state in written.items():
+                if self.unsaved.get(key) is state:
+                    del self.unsaved[key]
+            if not self.unsaved:
+                self.unsaved_since = None
+
+    def overdue(self) -> bool:
+        since = self.unsaved_since
+        return since is not None and time.monotonic() - since >= self.max_unsaved_s
+
+    def snapshot(self) -> tuple[dict[tuple[str, int], UploadState], dict[tuple[str, int], UploadState]]:
+        with self.lock:
+            return dict(self.states), dict(self.unsaved)
+
+    def restore(self, snapshot: tuple[dict[tuple[str, int], UploadState], dict[tuple[str, int], UploadState]]) -> None:
+        with self.lock:
+            self.states.clear()
+            self.states.update(snapshot[0])
+            self.unsaved.clear()
+            self.unsaved.update(snapshot[1])
+            if not self.unsaved:
+                self.unsaved_since = None
+
+
+Snapshot = tuple[dict[tuple[str, int], UploadState], dict[tuple[str, int], UploadState]]
+
+
+class ProgressBook:
+    """The ``upload_state`` and ``late_samples`` tables as one connection sees them.
+
+    ``owner``: this connection is the only writer of upload_state while the agent runs (the
+    upload thread's: acknowledgements, skip-ahead, class moves; other processes only read),
+    so it keeps the lanes' states in memory instead of reading them several times a cycle.
+    Entries are set when written and dropped whenever a transaction fails (``rollback``).
+    With ``shared`` (one UploadProgress for the process's connections) acknowledgements may
+    be deferred to the next append's commit: see UploadProgress."""
+
+    def __init__(self, conn: sqlite3.Connection, shared: UploadProgress | None = None, *, owner: bool = False) -> None:
+        self.conn = conn
+        self.shared = shared
+        self.owner = owner
+        self.cached: dict[tuple[str, int], UploadState] | None = (
+            (shared.states if shared is not None else {}) if owner else None)
+
+    # -- transactions ------------------------------------------------------------------
+    def snapshot(self) -> Snapshot | None:
+        """Taken before a write transaction, for ``rollback`` should it fail."""
+        progress = self.shared if self.owner else None
+        return progress.snapshot() if progress is not None else None
+
+    def rollback(self, snapshot: Snapshot | None) -> None:
+        """The transaction failed: what it moved did not happen."""
+        progress = self.shared if self.owner else None
+        if progress is not None and snapshot is not None:
+            progress.restore(snapshot)
+        elif self.cached is not None:
+            self.cached.clear()
+
+    # -- reading -----------------------------------------------------------------------
+    def states(self) -> dict[tuple[str, int], UploadState]:
+        """Every (destination, lane)'s state, acknowledged but uncommitted ones included."""
+        states = {
+            (str(r[0]), int(r[1])): state_from_row(r[2:])
+            for r in self.conn.execute(
+                "SELECT destination, lane, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, "
+                "fresh_hi_sid FROM upload_state"
+            )
+        }
+        if self.shared is not None:
+            states.update(self.shared.pending())  # acknowledged, not yet committed: the truth
+        return states
+
+    def state(self, destination: str, lane: int) -> UploadState:
+        cache = self.cached
+        if cache is not None:
+            found = cache.get((destination, lane))
+            if found is not None:
+                return found
+        row = self.conn.execute(
+            "SELECT mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, fresh_hi_ts, fresh_hi_sid "
+            "FROM upload_state WHERE destination = ? AND lane = ?",
+            (destination, lane),
+        ).fetchone()
+        state = state_from_row(row) if row else UploadState()
+        if cache is not None:
+            cache[(destination, lane)] = state
+        return state
+
+    def lane_states(self, destination: str) -> dict[int, UploadState]:
+        return {lane: self.state(destination, lane) for lane in LANES}
+
+    def progress(self, destination: str) -> Progress:
+        """``destination``'s acknowledged ranges and late keys: ask it ``is_sent``."""
+        late = {(int(ts), int(sid)) for ts, sid in self.conn.execute(
+            "SELECT ts, series_id FROM late_samples WHERE destination = ?", (destination,))}
+        return Progress(self.lane_states(destination), late)
+
+    # -- writing (inside the caller's write transaction) ---------------------------------
+    def save(self, destination: str, lane: int, state: UploadState, *, defer: bool = False) -> None:
+        """Record a lane's new progress: in this transaction, or (``defer``, with a shared
+        UploadProgress) in memory, to be committed by the next append."""
+        if self.cached is not None:
+            self.cached[(destination, lane)] = state
+        if defer and self.shared is not None:
+            self.shared.defer((destination, lane), state)
+            return
+        self.upsert(destination, lane, state)
+        if self.shared is not None:
+            # Written here: an older unsaved entry for this lane must not overwrite it later.
+            self.shared.saved({(destination, lane): self.shared.pending().get((destination, lane), state)})
+
+    def upsert(self, destination: str, lane: int, state: UploadState) -> None:
+        lo = state.fresh_lo or (None, None)
+        hi = state.fresh_hi or (None, None)
+        self.conn.execute(
+            "INSERT INTO upload_state (destination, lane, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, "
+            "fresh_hi_ts, fresh_hi_sid, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(destination, lane) DO UPDATE SET mark_ts = excluded.mark_ts, "
+            "mark_sid = excluded.mark_sid, fresh_lo_ts = excluded.fresh_lo_ts, "
+            "fresh_lo_sid = excluded.fresh_lo_sid, fresh_hi_ts = excluded.fresh_hi_ts, "
+            "fresh_hi_sid = excluded.fresh_hi_sid, updated_at_ms = excluded.updated_at_ms",
+            (destination, lane, *state.mark, *lo, *hi, int(time.time() * 1000)),
+        )
+
+    def write_unsaved(self) -> dict[tuple[str, int], UploadState]:
+        """Write the progress acknowledged but not yet committed. The caller tells
+        ``shared.saved`` once its commit returned."""
+        if self.shared is None:
+            return {}
+        unsaved = self.shared.pending()
+        for (destination, lane), state in unsaved.items():
+            self.upsert(destination, lane, state)
+        return unsaved
+
+    def record_late(self, late: Sequence[tuple[str, int, int]]) -> None:
+        """(destination, ts, series_id) rows stored inside a range that destination
+        acknowledged: they are sent first, once."""
+        if late:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO late_samples (destination, ts, series_id) VALUES (?, ?, ?)", late
+            )
+
+    def forget_late(self, destination: str, keys: Sequence[Key]) -> None:
+        """``destination`` acknowledged these late rows."""
+        self.conn.executemany(
+            "DELETE FROM late_samples WHERE destination = ? AND ts = ? AND series_id = ?",
+            [(destination, ts, sid) for ts, sid in keys],
+        )

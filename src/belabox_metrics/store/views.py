@@ -16,7 +16,8 @@ from belabox_metrics.store.progress import (
 )
 
 if TYPE_CHECKING:
-    from belabox_metrics.store.queue import Row, SampleQueue
+    from belabox_metrics.store.outbox import Outbox
+    from belabox_metrics.store.series import Row
 
 
 class DeadLetter(NamedTuple):
@@ -51,7 +52,7 @@ def _file_size(path: str) -> int:
         return 0
 
 
-def pending_by_lane(queue: SampleQueue, destination: str, states: dict[int, UploadState] | None = None) -> dict[int, int]:
+def pending_by_lane(queue: Outbox, destination: str, states: dict[int, UploadState] | None = None) -> dict[int, int]:
     """Samples not yet acknowledged by ``destination``, per lane holding series."""
     pending: dict[int, int] = {}
     late_by_lane = dict(queue.conn.execute(  # one query for every lane's late rows
@@ -73,11 +74,11 @@ def pending_by_lane(queue: SampleQueue, destination: str, states: dict[int, Uplo
     return pending
 
 
-def pending_count(queue: SampleQueue, destination: str) -> int:
-    return sum(queue.pending_by_lane(destination).values())
+def pending_count(queue: Outbox, destination: str) -> int:
+    return sum(pending_by_lane(queue, destination).values())
 
 
-def oldest_pending_ms(queue: SampleQueue, destination: str, states: dict[int, UploadState] | None = None) -> int | None:
+def oldest_pending_ms(queue: Outbox, destination: str, states: dict[int, UploadState] | None = None) -> int | None:
     row = queue.conn.execute("SELECT MIN(ts) FROM late_samples WHERE destination = ?", (destination,)).fetchone()
     candidates = [int(row[0])] if row and row[0] is not None else []
     for lane, state in (states if states is not None else queue._states_in_use(destination)).items():
@@ -89,18 +90,18 @@ def oldest_pending_ms(queue: SampleQueue, destination: str, states: dict[int, Up
     return min(candidates) if candidates else None
 
 
-def last_acknowledged_ms(queue: SampleQueue, destination: str) -> int | None:
+def last_acknowledged_ms(queue: Outbox, destination: str) -> int | None:
     """When ``destination`` last acknowledged anything (wall clock, ms), None if never."""
     row = queue.conn.execute("SELECT MAX(updated_at_ms) FROM upload_state WHERE destination = ?",
                             (destination,)).fetchone()
     return int(row[0]) if row and row[0] is not None else None
 
 
-def count(queue: SampleQueue) -> int:
+def count(queue: Outbox) -> int:
     return int(queue.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
 
 
-def recent(queue: SampleQueue, metric: str | None = None, last: int = 20,
+def recent(queue: Outbox, metric: str | None = None, last: int = 20,
            destination: str | None = None) -> list[tuple[Row, bool]]:
     """The newest ``last`` samples (optionally of one metric), oldest first, each with
     whether ``destination`` has acknowledged it."""
@@ -122,7 +123,7 @@ def recent(queue: SampleQueue, metric: str | None = None, last: int = 20,
     return out
 
 
-def latest_per_series(queue: SampleQueue, since_ms: int) -> list[Row]:
+def latest_per_series(queue: Outbox, since_ms: int) -> list[Row]:
     """The newest sample of every series seen since ``since_ms`` (one range scan)."""
     rows = queue.conn.execute(
         "SELECT MAX(ts), series_id, value FROM samples WHERE ts >= ? GROUP BY series_id", (since_ms,)
@@ -131,11 +132,11 @@ def latest_per_series(queue: SampleQueue, since_ms: int) -> list[Row]:
                   key=lambda r: (r.sample.name, r.sample.labels))
 
 
-def all_rows(queue: SampleQueue) -> list[Row]:
+def all_rows(queue: Outbox) -> list[Row]:
     return [queue._row(*r) for r in queue.conn.execute("SELECT ts, series_id, value FROM samples ORDER BY ts, series_id")]
 
 
-def dead_letters(queue: SampleQueue, destination: str | None = None) -> list[tuple[Row, str]]:
+def dead_letters(queue: Outbox, destination: str | None = None) -> list[tuple[Row, str]]:
     query = "SELECT ts, series_id, value, reason FROM dead_letters"
     params: tuple[object, ...] = ()
     if destination is not None:
@@ -145,28 +146,45 @@ def dead_letters(queue: SampleQueue, destination: str | None = None) -> list[tup
             for ts, sid, value, reason in queue.conn.execute(query + " ORDER BY id", params)]
 
 
-def dead_letter_entries(queue: SampleQueue, destination: str | None = None, since_ms: int | None = None,
+def dead_filter(destination: str | None, since_ms: int | None,
+                metric: str | None) -> tuple[str, tuple[object, ...]]:
+    """The WHERE clause (and its parameters) choosing dead letters."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if destination is not None:
+        clauses.append("destination = ?")
+        params.append(destination)
+    if since_ms is not None:
+        clauses.append("created_at_ms >= ?")
+        params.append(since_ms)
+    if metric is not None:
+        clauses.append("series_id IN (SELECT id FROM series WHERE name = ?)")
+        params.append(metric)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def dead_letter_entries(queue: Outbox, destination: str | None = None, since_ms: int | None = None,
                         metric: str | None = None) -> list[DeadLetter]:
     """Dead letters with their id, destination and when they were set aside, oldest first."""
-    where, params = queue._dead_filter(destination, since_ms, metric)
+    where, params = dead_filter(destination, since_ms, metric)
     return [DeadLetter(int(i), str(dest), queue._row(ts, sid, value), str(reason), int(created))
             for i, dest, ts, sid, value, reason, created in queue.conn.execute(
                 "SELECT id, destination, ts, series_id, value, reason, created_at_ms FROM dead_letters"
                 f"{where} ORDER BY id", params)]
 
 
-def stats(queue: SampleQueue, destination: str, *, totals: bool = True) -> QueueStats:
+def stats(queue: Outbox, destination: str, *, totals: bool = True) -> QueueStats:
     """Queue figures. ``totals=False`` skips counting every stored sample (a full scan):
     the agent refreshes these every upload cycle for health, which needs only the pending
     count, and a week of samples is millions of rows on the encoder."""
     states = queue._states_in_use(destination)  # read once for both figures
-    by_lane = queue.pending_by_lane(destination, states)
+    by_lane = pending_by_lane(queue, destination, states)
     return QueueStats(
-        samples=queue.count() if totals else -1,
+        samples=count(queue) if totals else -1,
         series=int(queue.conn.execute("SELECT COUNT(*) FROM series").fetchone()[0]),
         pending=sum(by_lane.values()),
         pending_by_class={lane_name(lane): count for lane, count in by_lane.items()},
-        oldest_pending_ms=queue.oldest_pending_ms(destination, states),
+        oldest_pending_ms=oldest_pending_ms(queue, destination, states),
         dead_letters=int(queue.conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]),
         db_bytes=_file_size(queue.path),
         wal_bytes=_file_size(queue.path + "-wal"),
