@@ -20,15 +20,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT_LOGGER = "belabox_metrics"
 _secrets: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # a secret inside another (a password in user:password) after it
 _secrets_lock = threading.Lock()
 MASK = "***"
 
 
 def register_secret(value: str) -> None:
     """Mask ``value`` wherever it would appear in a log line from now on."""
+    global _longest_first
     if value and len(value) >= 4:
         with _secrets_lock:
-            _secrets.add(value)
+            if value not in _secrets:
+                _secrets.add(value)
+                _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def mask_secrets(text: str) -> str:
@@ -45,7 +49,7 @@ def foreign_text(data: bytes | str, limit: int = 200) -> str:
 
 
 def _mask(text: str) -> str:
-    for secret in _secrets:
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, MASK)
     return text

@@ -58,9 +58,13 @@ def _start(settings: Settings, stop: threading.Event) -> int:
     from belabox_metrics.agent import Agent
     from belabox_metrics.priority import classifier
     from belabox_metrics.runtime.preflight import check_before_start
+    from belabox_metrics.secrets import register_configured_secrets
     from belabox_metrics.store.queue import SampleQueue, SeriesLanes
     from belabox_metrics.store.recovery import quarantine_if_corrupt, salvage
 
+    # Before any loop starts: a secret a source reads only later (a belaUI password at its
+    # login, a disabled source's files never) is masked from the first log line on.
+    register_configured_secrets(settings)
     log = logs.setup(settings.logging.level, settings.logging.format)
     problem = check_before_start(settings)
     if problem is not None:
