@@ -4,8 +4,10 @@
 # qemu-user-static (the aarch64 proof), nginx, caddy, tinyproxy, squid, openssl (transport
 # conformance; nginx also gives single-node VM a cluster's URL layout), faketime (libfaketime:
 # a clock stepped under a running agent); Node + npm and build tools for the real upstream
-# servers of ../shared/realsrc/ (belaUI.js, OpenIRL srt-live-server), which it then prepares:
-# both are cached under $REALSRC_CACHE (default /tmp/realsrc-cache), so a second run costs ~1 s.
+# servers of ../shared/realsrc/ (belaUI.js, OpenIRL srt-live-server) and for irlserver/irl-srt-server
+# (tests/realsrc/build_irl_sls.sh clones it from GitHub, ~2.5 min to build on 2 cores), which it
+# then prepares: all are cached under $REALSRC_CACHE (default /tmp/realsrc-cache), so a second
+# run costs ~1 s.
 # Needs root and apt-get; does nothing when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,9 @@ command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1 || need+=(buil
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 [ -f /usr/include/openssl/crypto.h ] || need+=(libssl-dev)
+# irlserver/irl-srt-server (tests/realsrc/build_irl_sls.sh): cmake, and git to clone it
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v git >/dev/null 2>&1 || need+=(git)
 # The transport conformance suite: TLS servers, forward proxies, certificates made in the test.
 { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null 2>&1 || need+=(nginx)
 command -v caddy >/dev/null 2>&1 || need+=(caddy)
@@ -52,7 +57,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Prepare the real servers once (idempotent, cached): belaUI's node modules with bcrypt built
 # from source (npm registry on the first run), and the sls binary.
-for script in ../shared/realsrc/belaui/setup.sh ../shared/realsrc/sls/build.sh; do
+for script in ../shared/realsrc/belaui/setup.sh ../shared/realsrc/sls/build.sh tests/realsrc/build_irl_sls.sh; do
   if [ ! -f "$script" ]; then
     echo "install-test-tools: $script is not beside the repository (the tests using it skip, or fail in CI)" >&2
     continue

@@ -348,3 +348,84 @@ class Feeder:
         self.stop_event.set()
         self.thread.join(timeout=5)
         self.sock.close()
+
+
+def irl_sls_binary() -> Path:
+    """The built irlserver/irl-srt-server `srt_server` (tests/realsrc/build_irl_sls.sh)."""
+    if not (Path("/usr/include/srt/srt.h").exists() and shutil.which("g++") and shutil.which("cmake")):
+        _unavailable("building irl-srt-server needs libsrt-openssl-dev, g++ and cmake")
+    return Path(_script_output(HERE / "build_irl_sls.sh", "irl-srt-server build", 1500))
+
+
+@dataclass
+class IrlSls(Daemon):
+    """irlserver/irl-srt-server on loopback: the /stats API, one publisher and one player
+    port; `api_keys` configured when ``api_key`` is given."""
+
+    binary: Path
+    run: Path
+    http_port: int
+    publisher_port: int
+    player_port: int
+    api_key: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.run / "srt_server.log"
+        self.leftover = str(self.run / "sls.pid")
+        keys = f"    api_keys {self.api_key};\n" if self.api_key else ""
+        (self.run / "sls.conf").write_text(f"""srt {{
+    worker_threads 1;
+    worker_connections 300;
+    http_port {self.http_port};
+    http_bind_addr 127.0.0.1;
+    cors_header *;
+    log_file {self.run / 'server.log'};
+    log_level info;
+    pidfile {self.run / 'sls.pid'};
+{keys}    server {{
+        listen_player {self.player_port};
+        listen_publisher {self.publisher_port};
+        latency_min 100;
+        latency_max 5000;
+        domain_player play;
+        domain_publisher publish;
+        backlog 100;
+        idle_streams_timeout 10;
+        app {{
+            app_player live;
+            app_publisher live;
+            allow publish all;
+            allow play all;
+        }}
+    }}
+}}
+""")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([str(self.binary), "-c", str(self.run / "sls.conf")],
+                                         stdout=log, stderr=subprocess.STDOUT, cwd=self.run)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"srt_server exited with {self.proc.returncode}: {self.log_tail()}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"srt_server did not come up in {timeout:g}s: {self.log_tail()}")
+
+    def get(self, path: str, authorization: str | None = None) -> tuple[int, Any]:
+        """(HTTP status, JSON body) of a GET, the Authorization header sent as given."""
+        headers = {"Authorization": authorization} if authorization is not None else {}
+        request = urllib.request.Request(f"{self.url}{path}", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())

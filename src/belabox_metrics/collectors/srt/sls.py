@@ -182,6 +182,12 @@ def parse_sls(reader: Reader) -> SlsOptions:
                     "SLS takes its API key raw in the Authorization header, not Basic "
                     "credentials: keep `api_key_file:` and remove `credentials_file:`")
     publisher = publisher or (in_url[0] if in_url else None)
+    if publisher is not None and len([p for p in publisher.split("/") if p]) < 3:
+        reader.fail("publisher" if not in_url else "url",
+                    f"{publisher!r} is not a full stream id",
+                    "write the whole id the encoder publishes, e.g. `publisher: publish/live/feed1`: "
+                    "irl-srt-server answers a part of it (`live`, `feed1`) with an empty list, "
+                    "which would read as offline while the stream is live")
     return SlsOptions(
         http=http,
         stream=reader.string("stream", publisher, example="publish/live/feed1"),
