@@ -47,6 +47,12 @@ HEALTH_CODES = {"ok": 0, "degraded": 1, "error": 2}
 # How often a health endpoint that could not bind tries again.
 HEALTH_RETRY_S = 10.0
 
+def _source_status(collector: Collector) -> list[dict[str, object]] | None:
+    """Per-source health of a collector with several sources (SRT), None for the others."""
+    status = getattr(collector, "source_status", None)
+    return status() if callable(status) else None
+
+
 def build_collectors(settings: Settings, ctx: CollectorContext) -> list[tuple[MetricSettings, Collector]]:
     specs = registry()
     return [(m, specs[m.name].factory(m, ctx)) for m in settings.enabled_metrics]
@@ -207,7 +213,8 @@ class Agent:
         collectors = [
             CollectorState(m.settings.name, m.runs, m.failures, m.last_error,
                            degraded=bool(getattr(m.collector, "degraded", False)),
-                           last_success_wall=m.last_success_wall)
+                           last_success_wall=m.last_success_wall,
+                           sources=_source_status(m.collector))
             for m in self.scheduled
         ]
         gate = self.clock_gate

@@ -240,7 +240,7 @@ def test_one_slow_source_does_not_hold_the_others() -> None:
         assert elapsed < 4.5  # below the stalled source's 5 s: it did not hold the round (slack for a busy box)
         assert one(samples, "srt.stream_connected", stream="MY_NAME") == 1
         assert collector.errors == {"sls#0": 1, "sls#1": 0, "sls#2": 1}
-        status = {s["id"]: s for s in collector.source_status()}
+        status = {s["name"]: s for s in collector.source_status()}
         assert "within 0.4s" in status["sls#0"]["last_error"]
         assert "refused" in status["sls#2"]["last_error"]
         assert status["sls#1"]["last_ok_ms"] is not None

@@ -348,6 +348,10 @@ def status(settings: Settings, window: str, show_all: bool = False) -> int:
         for name, state in (collectors.get("collectors") or {}).items():
             if isinstance(state, dict) and state.get("last_error"):
                 print(f"  collector {name} failing: {state['last_error']}")
+            for source in (state.get("sources") or []) if isinstance(state, dict) else []:
+                if isinstance(source, dict) and source.get("status") == "failing":
+                    print(f"  source {name}/{source.get('name')} ({source.get('target')}) failing "
+                          f"{source.get('failing_polls')}x: {source.get('last_error')}")
     oldest = (f", oldest {_ago(now - stats.oldest_pending_ms / 1000)}" if stats.oldest_pending_ms is not None else "")
     print(f"backlog  {stats.pending} not yet uploaded to {destination}{oldest}")
     print(f"storage  {stats.db_bytes / 1e6:.1f} MB (+{stats.wal_bytes / 1e6:.1f} MB WAL), {stats.samples} samples, "

@@ -12,9 +12,10 @@ error     every collector failing; or no successful upload for more than ``uploa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 OK, DEGRADED, ERROR = "ok", "degraded", "error"
 _RANK = {OK: 0, DEGRADED: 1, ERROR: 2}
@@ -40,6 +41,9 @@ class CollectorState:
     last_error: str | None
     degraded: bool = False          # partly failing (e.g. one SRT source of several)
     last_success_wall: float | None = None
+    # Per source of a collector that has several (SRT): name, type, target, status
+    # ("ok"/"failing"), errors, failing_polls, last_error (masked, cut), last_ok_ms.
+    sources: Sequence[Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,31 @@ def collector_status(state: CollectorState) -> str:
     return OK
 
 
+def _sources(state: CollectorState) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for source in state.sources or ():
+        entry = {k: v for k, v in source.items() if k != "last_ok_ms"}
+        last_ok = source.get("last_ok_ms")
+        entry["last_ok"] = rfc3339(last_ok / 1000) if isinstance(last_ok, (int, float)) else None
+        out.append(entry)
+    return out
+
+
+def _partly_failing(state: CollectorState) -> str:
+    failing = [str(s.get("name")) for s in state.sources or () if s.get("status") == "failing"]
+    if not failing:
+        return state.name
+    return f"{state.name} ({len(failing)} of {len(state.sources or ())} sources failing: {', '.join(failing)})"
+
+
 def evaluate(snap: Snapshot, limits: Thresholds) -> dict[str, object]:
     """The /health document. ``status`` is the worst of the components'."""
-    collectors = {c.name: {"status": collector_status(c), "runs": c.runs, "failures": c.failures,
-                           "last_error": c.last_error, "last_success": rfc3339(c.last_success_wall)}
-                  for c in snap.collectors}
+    collectors: dict[str, dict[str, object]] = {}
+    for c in snap.collectors:
+        collectors[c.name] = {"status": collector_status(c), "runs": c.runs, "failures": c.failures,
+                              "last_error": c.last_error, "last_success": rfc3339(c.last_success_wall)}
+        if c.sources is not None:
+            collectors[c.name]["sources"] = _sources(c)
     failing = [c for c in snap.collectors if c.runs and c.last_error is not None]
     if snap.collectors and len(failing) == len(snap.collectors):
         collectors_status, collectors_reason = ERROR, "every collector is failing"
@@ -103,7 +127,9 @@ def evaluate(snap: Snapshot, limits: Thresholds) -> dict[str, object]:
         collectors_status, collectors_reason = DEGRADED, f"{len(failing)} collector(s) failing: " + ", ".join(
             c.name for c in failing)
     elif any(c.degraded for c in snap.collectors):
-        collectors_status, collectors_reason = DEGRADED, "a collector is partly failing"
+        collectors_status = DEGRADED
+        collectors_reason = "partly failing: " + ", ".join(
+            _partly_failing(c) for c in snap.collectors if c.degraded)
     else:
         collectors_status, collectors_reason = OK, "all collectors healthy"
 

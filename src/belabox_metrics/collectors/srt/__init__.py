@@ -39,6 +39,8 @@ DEFAULT_TIMEOUT = 2.0
 # A failing source logs a warning when it starts failing, when the reason changes, and
 # then at most this often.
 WARN_EVERY_S = 60.0
+# A source's last error on /health and in `status`: at most this many characters.
+LAST_ERROR_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,17 @@ class SrtCollector:
         return any(r.consecutive > 0 for r in self.runtimes)
 
     def source_status(self) -> list[dict[str, Any]]:
+        """Each enabled source: its name (`<type>#<index in sources>`), what it reads (URLs
+        redacted), whether it fails now, and the reason while it does (masked, at most
+        LAST_ERROR_CHARS characters; None once it answers again)."""
         return [
-            {"id": r.id, "type": r.config.type, "errors": r.errors,
-             "failing": r.consecutive > 0, "last_error": r.last_error, "last_ok_ms": r.last_ok_ms}
+            {"name": r.id, "type": r.config.type,
+             "target": r.source.display if r.source is not None else r.config.type,
+             "status": "failing" if r.consecutive > 0 else "ok", "errors": r.errors,
+             "failing_polls": r.consecutive,
+             "last_error": foreign_text(r.last_error, LAST_ERROR_CHARS) if r.consecutive > 0 and r.last_error
+             else None,
+             "last_ok_ms": r.last_ok_ms}
             for r in self.runtimes
         ]
 
