@@ -85,7 +85,7 @@ class Feeder:
         for path in self.files:
             path.write_text("")
         self.mediamtx = json.loads(fixture_text("mediamtx_srtconns_list_CONSTRUCTED.json"))
-        self.sls = json.loads(fixture_text("sls_stats_legacy_noalbs170.json"))
+        self.sls = json.loads(fixture_text("irl-srt-server-real/open_live_publisher_2.json"))
         server.set("/stats/play_abc", fixture_text("openirl-real/stats_modern_live_1.json"))
         server.set("/metrics", fixture_text("irlserver_srtla_rec_metrics_sample.txt"), content_type="text/plain")
         self.stop = threading.Event()
@@ -99,7 +99,7 @@ class Feeder:
             item["packetsReceived"] += 500
             item["packetsReceivedLoss"] += 5
         self.server.set("/v3/srtconns/list", json.dumps(self.mediamtx))
-        publisher = self.sls["publishers"]["publish/live/MY_NAME"]
+        publisher = self.sls["publishers"]["publish/live/feed1"]
         publisher["pktRcvLoss"] += 3
         self.server.set("/stats", json.dumps(self.sls))
 
@@ -164,7 +164,7 @@ def test_every_emitted_metric_is_in_docs_metrics_md(tmp_path: Path) -> None:
             sources = [
                 {"type": "srt-live-transmit", "stats_file": str(tmp_path / "slt-send.json"), "stream": "send"},
                 {"type": "srt-live-transmit", "stats_file": str(tmp_path / "slt-recv.json"), "stream": "recv"},
-                {"type": "sls", "url": f"{http}/stats", "stream": "MY_NAME"},
+                {"type": "sls", "url": f"{http}/stats", "stream": "feed1"},
                 {"type": "openirl", "url": f"{http}/stats/play_abc", "stream": "live"},
                 {"type": "mediamtx", "url": http, "path": "live"},
                 {"type": "srtla-prom", "url": f"{http}/metrics"},

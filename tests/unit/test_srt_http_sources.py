@@ -16,51 +16,52 @@ from belabox_metrics.collectors.base import CollectorError
 from belabox_metrics.collectors.srt.common import http_get
 from tests.unit.test_srt_support import fixture_text, http_server, make_collector, now_ms, one, pick
 
-SLS_170 = fixture_text("sls_stats_legacy_noalbs170.json")
-SLS_173 = fixture_text("sls_stats_legacy_noalbs173.json")
+# Classic SLS /stats as the real irlserver/irl-srt-server answered, ~3 s and ~6 s into a
+# stream published as publish/live/feed1 (irl-srt-server-real/PROVENANCE).
+SLS_LIVE = fixture_text("irl-srt-server-real/open_live_publisher_1.json")
+SLS_LATER = fixture_text("irl-srt-server-real/open_live_publisher_2.json")
 MEDIAMTX = fixture_text("mediamtx_srtconns_list_CONSTRUCTED.json")
 SRTLA = fixture_text("irlserver_srtla_rec_metrics_sample.txt")
 
 
 def test_sls_classic_publisher_by_stream_name() -> None:
     with http_server() as server:
-        server.set("/stats", SLS_170)
+        server.set("/stats", SLS_LIVE)
         collector = make_collector([{"type": "sls", "url": f"http://127.0.0.1:{server.port}/stats",
-                                     "stream": "MY_NAME"}])
+                                     "stream": "feed1"}])
         samples = collector.collect(now_ms())
-        labels = {"source": "sls", "stream": "MY_NAME"}
-        assert one(samples, "srt.rtt_seconds", **labels) == pytest.approx(0.050535)
-        assert one(samples, "srt.receive_rate_bits_per_second", **labels) == pytest.approx(5.158361374449505e6)
-        assert one(samples, "srt.link_bandwidth_bits_per_second", **labels) == pytest.approx(9.276e6)
-        assert one(samples, "srt.stream_bitrate_bits_per_second", **labels) == 3_990_000
-        assert one(samples, "srt.buffer_seconds", **labels) == pytest.approx(1.935)
-        assert one(samples, "srt.uptime_seconds", **labels) == 1036
+        labels = {"source": "sls", "stream": "feed1"}
+        assert one(samples, "srt.rtt_seconds", **labels) == pytest.approx(0.000185)
+        assert one(samples, "srt.receive_rate_bits_per_second", **labels) == pytest.approx(2.7082305946175493e6)
+        assert one(samples, "srt.link_bandwidth_bits_per_second", **labels) == pytest.approx(13.848e6)
+        assert one(samples, "srt.stream_bitrate_bits_per_second", **labels) == 2_639_000
+        assert one(samples, "srt.buffer_seconds", **labels) == pytest.approx(0.489)
+        assert one(samples, "srt.uptime_seconds", **labels) == 3
         assert one(samples, "srt.stream_connected", **labels) == 1
         # SLS has no packets-received count: no loss percent is made up.
         assert pick(samples, "srt.packet_loss") == []
-        # Counters start at the agent's first poll; the next poll adds what moved.
+        # Counters start at the agent's first poll; the next poll adds what moved (30 -> 57).
         assert one(samples, "srt.packets_lost_total", **labels) == 0
-        moved = json.loads(SLS_170)
-        moved["publishers"]["publish/live/MY_NAME"]["pktRcvLoss"] += 7
-        moved["publishers"]["publish/live/MY_NAME"]["pktRcvDrop"] += 2
+        server.set("/stats", SLS_LATER)
+        samples = collector.collect(now_ms())
+        assert one(samples, "srt.packets_lost_total", **labels) == 27
+        assert one(samples, "srt.packets_retransmitted_total", **labels) == 28
+        assert one(samples, "srt.packets_dropped_total", **labels) == 0
+        # A reset of SLS's counters (the value went down): the agent's total stays monotonic.
+        moved = json.loads(SLS_LATER)
+        moved["publishers"]["publish/live/feed1"]["pktRcvLoss"] = 3
         server.set("/stats", json.dumps(moved))
         samples = collector.collect(now_ms())
-        assert one(samples, "srt.packets_lost_total", **labels) == 7
-        assert one(samples, "srt.packets_dropped_total", **labels) == 2
-        # A reconnect resets SLS's counters: the agent's total stays monotonic.
-        moved["publishers"]["publish/live/MY_NAME"]["pktRcvLoss"] = 3
-        server.set("/stats", json.dumps(moved))
-        samples = collector.collect(now_ms())
-        assert one(samples, "srt.packets_lost_total", **labels) == 10
+        assert one(samples, "srt.packets_lost_total", **labels) == 30
         assert collector.errors == {"sls#0": 0}
 
 
 def test_sls_all_publishers_and_absent_stream() -> None:
     with http_server() as server:
-        server.set("/stats", SLS_173)
+        server.set("/stats", SLS_LATER)
         url = f"http://127.0.0.1:{server.port}/stats"
         samples = make_collector([{"type": "sls", "url": url}]).collect(now_ms())
-        assert one(samples, "srt.rtt_seconds", stream="live/test/Testing111") == pytest.approx(0.023702)
+        assert one(samples, "srt.rtt_seconds", stream="publish/live/feed1") == pytest.approx(0.000146)
         absent = make_collector([{"type": "sls", "url": url, "stream": "other"}]).collect(now_ms())
         # The server answered: the stream is really not there. That is a 0, not an error.
         assert [(s.name, s.value) for s in absent] == [("srt.stream_connected", 0.0)]
@@ -213,8 +214,8 @@ def test_mediamtx_missing_fields_and_garbage() -> None:
 
 def test_stalling_and_trickling_servers_time_out() -> None:
     with http_server() as server:
-        server.set("/stall", SLS_170, delay=8.0)
-        server.set("/trickle", SLS_170, trickle=0.05)  # ~12 s for the whole body
+        server.set("/stall", SLS_LIVE, delay=8.0)
+        server.set("/trickle", SLS_LIVE, trickle=0.05)  # ~12 s for the whole body
         for path in ("/stall", "/trickle"):
             collector = make_collector([{"type": "sls", "timeout": "300ms",
                                          "url": f"http://127.0.0.1:{server.port}{path}"}])
@@ -226,19 +227,19 @@ def test_stalling_and_trickling_servers_time_out() -> None:
 
 def test_one_slow_source_does_not_hold_the_others() -> None:
     with http_server() as server:
-        server.set("/stats", SLS_170)
-        server.set("/stall", SLS_170, delay=5.0)
+        server.set("/stats", SLS_LIVE)
+        server.set("/stall", SLS_LIVE, delay=5.0)
         base = f"http://127.0.0.1:{server.port}"
         collector = make_collector([
             {"type": "sls", "url": base + "/stall", "timeout": "400ms"},
-            {"type": "sls", "url": base + "/stats", "stream": "MY_NAME"},
+            {"type": "sls", "url": base + "/stats", "stream": "feed1"},
             {"type": "sls", "url": "http://127.0.0.1:9/stats"},  # discard port: refused
         ])
         started = time.monotonic()
         samples = collector.collect(now_ms())
         elapsed = time.monotonic() - started
         assert elapsed < 4.5  # below the stalled source's 5 s: it did not hold the round (slack for a busy box)
-        assert one(samples, "srt.stream_connected", stream="MY_NAME") == 1
+        assert one(samples, "srt.stream_connected", stream="feed1") == 1
         assert collector.errors == {"sls#0": 1, "sls#1": 0, "sls#2": 1}
         status = {s["name"]: s for s in collector.source_status()}
         assert "within 0.4s" in status["sls#0"]["last_error"]
