@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build irlserver/irl-srt-server (the maintained classic SLS) for tests, cached under
-# $REALSRC_CACHE (default /tmp/realsrc-cache). Idempotent. Prints the path of the built
+# $REALSRC_CACHE (default: realsrc-cache in the temp directory). Idempotent. Prints the path of the built
 # `srt_server` binary as its LAST line. Nothing of its code is kept in this repository.
 #
 # Source: $IRL_SLS_SRC (a source tree with its lib/ submodules filled in) when set, else a
