@@ -5,7 +5,8 @@
 # conformance; nginx also gives single-node VM a cluster's URL layout), faketime (libfaketime:
 # a clock stepped under a running agent); Node + npm and build tools for the real upstream
 # servers of ../shared/realsrc/ (belaUI.js, OpenIRL srt-live-server) and for irlserver/irl-srt-server
-# (tests/realsrc/build_irl_sls.sh clones it from GitHub, ~2.5 min to build on 2 cores), which it
+# (tests/realsrc/build_irl_sls.sh clones it from GitHub, ~2.5 min to build on 2 cores; where
+# GitHub cannot be reached and no build is cached, the tests against it skip saying so), which it
 # then prepares: all are cached under $REALSRC_CACHE (default /tmp/realsrc-cache), so a second
 # run costs ~1 s.
 # Needs root and apt-get; does nothing when everything is already there.
