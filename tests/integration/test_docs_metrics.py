@@ -87,7 +87,7 @@ class Feeder:
         self.mediamtx = json.loads(fixture_text("mediamtx_srtconns_list_CONSTRUCTED.json"))
         self.sls = json.loads(fixture_text("irl-srt-server-real/open_live_publisher_2.json"))
         server.set("/stats/play_abc", fixture_text("openirl-real/stats_modern_live_1.json"))
-        server.set("/metrics", fixture_text("irlserver_srtla_rec_metrics_sample.txt"), content_type="text/plain")
+        server.set("/metrics", fixture_text("srtla-real/metrics_streaming_2.txt"), content_type="text/plain")
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 

@@ -14,6 +14,7 @@ import pytest
 
 from belabox_metrics.collectors.base import CollectorError
 from belabox_metrics.collectors.srt.common import http_get
+from belabox_metrics.collectors.srt.srtla_prom import LinkNumbers
 from tests.unit.test_srt_support import fixture_text, http_server, make_collector, now_ms, one, pick
 
 # Classic SLS /stats as the real irlserver/irl-srt-server answered, ~3 s and ~6 s into a
@@ -21,7 +22,8 @@ from tests.unit.test_srt_support import fixture_text, http_server, make_collecto
 SLS_LIVE = fixture_text("irl-srt-server-real/open_live_publisher_1.json")
 SLS_LATER = fixture_text("irl-srt-server-real/open_live_publisher_2.json")
 MEDIAMTX = fixture_text("mediamtx_srtconns_list_CONSTRUCTED.json")
-SRTLA = fixture_text("irlserver_srtla_rec_metrics_sample.txt")
+SRTLA_REAL = ("metrics_streaming_1.txt", "metrics_streaming_2.txt", "metrics_link_rejoined_overlap.txt",
+              "metrics_link_rejoined.txt")  # srtla-real/, in the order they were captured
 
 
 def test_sls_classic_publisher_by_stream_name() -> None:
@@ -102,62 +104,128 @@ def test_mediamtx_loss_percent_over_the_interval() -> None:
         assert one(third, "srt.packet_loss", **labels) == 0.0
 
 
-def test_srtla_prometheus_metrics() -> None:
+def srtla(name: str) -> str:
+    return fixture_text(f"srtla-real/{name}")
+
+
+def test_srtla_prometheus_metrics_as_srtla_rec_serves_them() -> None:
     with http_server() as server:
-        server.set("/metrics", SRTLA, content_type="text/plain")
+        server.set("/metrics", srtla("metrics_streaming_2.txt"), content_type="text/plain")
         samples = make_collector([{"type": "srtla-prom",
                                    "url": f"http://127.0.0.1:{server.port}/metrics"}]).collect(now_ms())
-        link = {"group": "44123", "link": "1"}
-        assert one(samples, "srtla.conn_packets_lost_total", **link) == 42
-        assert one(samples, "srtla.conn_rtt_seconds", **link) == pytest.approx(0.087)
-        assert one(samples, "srtla.connections") == 3
-        assert all(s.label("remote") is None for s in samples)  # no IP:port label at all
+        # remote="::ffff:32804" and "::ffff:41066" (srtla_rec loses the IP): links 1 and 2
+        assert one(samples, "srtla.conn_bytes_received_total", group="47141", link="1") == 1252184
+        assert one(samples, "srtla.conn_bytes_received_total", group="47141", link="2") == 835960
+        assert one(samples, "srtla.conn_packets_lost_total", group="47141", link="2") == 0
+        assert one(samples, "srtla.conn_weight_percent", group="47141", link="1") == 100
+        assert one(samples, "srtla.conn_extended_keepalives", group="47141", link="1") == 0
+        assert one(samples, "srtla.connections") == 2
+        assert one(samples, "srtla.groups_established") == 1
+        assert one(samples, "srtla.forwarded_packets_total") == 2722
+        assert one(samples, "srtla.groups_removed_total", reason="srt_error") == 0
+        assert one(samples, "srtla.build_info", version="1.0.0") == 1
+        assert all(s.label("remote") is None for s in samples)  # no remote label at all
+        assert all(s.label("source") == "srtla-prom" for s in samples)
+        # srtla_send here sends no extended keepalives: srtla_rec's zeros are not stored
+        for metric in ("srtla.conn_rtt_seconds", "srtla.conn_window", "srtla.conn_in_flight",
+                       "srtla.conn_sender_bitrate_bytes_per_second"):
+            assert pick(samples, metric) == [], metric
+        assert len(pick(samples, "srtla.conn_bytes_received_total")) == 2
 
 
-def srtla_links(links: dict[str, tuple[float, float, float]]) -> str:
-    """The fixture's per-link series for links remote -> (rtt ms, window, in flight)."""
-    lines = ["srtla_groups 1", f"srtla_connections {len(links)}"]
-    for remote, (rtt, window, in_flight) in links.items():
-        where = f'{{group="44123",remote="{remote}"}}'
-        lines += [f"srtla_conn_bytes_received_total{where} 1000", f"srtla_conn_packets_lost_total{where} 4",
-                  f"srtla_conn_rtt_ms{where} {rtt:g}", f"srtla_conn_window{where} {window:g}",
-                  f"srtla_conn_in_flight{where} {in_flight:g}"]
+def test_srtla_without_detail_or_connections_has_totals_only() -> None:
+    with http_server() as server:
+        collector = make_collector([{"type": "srtla-prom", "url": f"http://127.0.0.1:{server.port}/metrics"}])
+        for name in ("metrics_summary_idle.txt", "metrics_idle.txt"):
+            server.set("/metrics", srtla(name), content_type="text/plain")
+            samples = collector.collect(now_ms())
+            assert one(samples, "srtla.connections") == 0, name
+            assert one(samples, "srtla.groups") == 0, name
+            assert [s.name for s in samples if s.label("link") is not None] == [], name
+
+
+def test_srtla_link_keeps_its_number_when_its_modem_rejoins() -> None:
+    """srtla_send dropped the link from 127.0.0.2 and opened it again: srtla_rec lists the
+    old connection (silent for 7 s) next to the new one until it times out."""
+    with http_server() as server:
+        collector = make_collector([{"type": "srtla-prom", "url": f"http://127.0.0.1:{server.port}/metrics"}])
+        seen = []
+        for name in SRTLA_REAL:
+            server.set("/metrics", srtla(name), content_type="text/plain")
+            got = collector.collect(now_ms())
+            seen.append({s.label("link"): s.value for s in pick(got, "srtla.conn_bytes_received_total")})
+        assert seen == [
+            {"1": 644396, "2": 433388},
+            {"1": 1252184, "2": 835960},
+            # the new connection continues link 1 (a counter reset); the silent one is dropped
+            {"1": 291796, "2": 2565636},
+            {"1": 1774452, "2": 4807200},
+        ]
+
+
+def test_srtla_link_numbers_go_to_new_connections_gone_or_silent_first() -> None:
+    links = LinkNumbers()
+    assert links.assign("g", {"::ffff:1000": 0, "::ffff:2000": 1}) == {"::ffff:1000": 1, "::ffff:2000": 2}
+    # link 1 is gone from the list: its number passes to the next new connection
+    assert links.assign("g", {"::ffff:2000": 0}) == {"::ffff:2000": 2}
+    assert links.assign("g", {"::ffff:2000": 0, "::ffff:3000": 0}) == {"::ffff:2000": 2, "::ffff:3000": 1}
+    # silent for 4 s is not yet dead: a new connection gets a number of its own
+    assert links.assign("g", {"::ffff:2000": 4, "::ffff:3000": 0, "::ffff:4000": 0}) == {
+        "::ffff:2000": 2, "::ffff:3000": 1, "::ffff:4000": 3}
+    # two silent ones: the longest silent is taken over, and is not reported any more
+    assert links.assign("g", {"::ffff:2000": 9, "::ffff:3000": 0, "::ffff:4000": 6, "::ffff:5000": 0}) == {
+        "::ffff:3000": 1, "::ffff:4000": 3, "::ffff:5000": 2}
+    assert links.assign("g", {"::ffff:2000": 10, "::ffff:3000": 0, "::ffff:4000": 7, "::ffff:5000": 0}) == {
+        "::ffff:3000": 1, "::ffff:4000": 3, "::ffff:5000": 2}
+    # the same IP comes first where srtla_rec prints one
+    links = LinkNumbers()
+    links.assign("g", {"10.0.0.1:1": 0, "10.0.0.2:1": 0})
+    links.assign("g", {})
+    assert links.assign("g", {"10.0.0.2:7": 0}) == {"10.0.0.2:7": 2}
+
+
+def with_keepalives(body: str, remote: str, rtt_ms: int, window: int, in_flight: int) -> str:
+    """A real answer with one link's sender switched to extended keepalives: no sender that
+    sends them could run here (srtla_send of irlserver/srtla does not)."""
+    values = {"srtla_conn_rtt_ms": rtt_ms, "srtla_conn_window": window, "srtla_conn_in_flight": in_flight,
+              "srtla_conn_sender_bitrate_bytes_per_second": 250000, "srtla_conn_extended_keepalives": 1}
+    lines = []
+    for line in body.splitlines():
+        name = line.split("{")[0]
+        if name in values and f'remote="{remote}"' in line:
+            line = f"{line.rsplit(' ', 1)[0]} {values[name]}"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
-def test_srtla_links_keep_their_number_across_modem_reconnects() -> None:
+def test_srtla_values_from_extended_keepalives_are_stored_even_when_0() -> None:
+    body = with_keepalives(srtla("metrics_streaming_2.txt"), "::ffff:41066", rtt_ms=95, window=2400, in_flight=0)
     with http_server() as server:
-        collector = make_collector([{"type": "srtla-prom", "url": f"http://127.0.0.1:{server.port}/metrics"}])
-
-        def numbers(links: dict[str, tuple[float, float, float]]) -> dict[str, float]:
-            server.set("/metrics", srtla_links(links), content_type="text/plain")
-            got = collector.collect(now_ms())
-            return {s.label("link") or "": s.value or 0 for s in pick(got, "srtla.conn_rtt_seconds")}
-
-        assert numbers({"203.0.113.5:51000": (80, 2400, 10), "198.51.100.7:40000": (120, 2400, 10)}) == {
-            "1": 0.12, "2": 0.08}
-        # modem 203.0.113.5 reconnects from a new port: the same link number continues
-        assert numbers({"203.0.113.5:51007": (81, 2400, 10), "198.51.100.7:40000": (121, 2400, 10)}) == {
-            "1": 0.121, "2": 0.081}
-        # modem 198.51.100.7 drops off for a poll and comes back with a new IP: lowest free number
-        assert numbers({"203.0.113.5:51007": (82, 2400, 10)}) == {"2": 0.082}
-        assert numbers({"203.0.113.5:51007": (83, 2400, 10), "192.0.2.44:40100": (90, 2400, 10)}) == {
-            "1": 0.09, "2": 0.083}
-
-
-def test_srtla_zeros_without_extended_keepalives_are_not_measurements() -> None:
-    with http_server() as server:
-        server.set("/metrics", srtla_links({"203.0.113.5:51000": (0, 0, 0), "198.51.100.7:40000": (95, 2400, 0)}),
-                   content_type="text/plain")
+        server.set("/metrics", body, content_type="text/plain")
         got = make_collector([{"type": "srtla-prom", "url": f"http://127.0.0.1:{server.port}/metrics"}]
                              ).collect(now_ms())
-        plain = {"group": "44123", "link": "2"}  # 203.0.113.5 sorts after 198.51.100.7
-        for metric in ("srtla.conn_rtt_seconds", "srtla.conn_window", "srtla.conn_in_flight"):
-            assert pick(got, metric, **plain) == [], metric
-        assert one(got, "srtla.conn_packets_lost_total", **plain) == 4  # its counters still count
-        extended = {"group": "44123", "link": "1"}
+        extended = {"group": "47141", "link": "2"}
         assert one(got, "srtla.conn_rtt_seconds", **extended) == pytest.approx(0.095)
-        assert one(got, "srtla.conn_in_flight", **extended) == 0  # a real 0 next to a real RTT
+        assert one(got, "srtla.conn_window", **extended) == 2400
+        assert one(got, "srtla.conn_in_flight", **extended) == 0  # a real 0 from a sender that reports
+        assert one(got, "srtla.conn_sender_bitrate_bytes_per_second", **extended) == 250000
+        plain = {"group": "47141", "link": "1"}
+        for metric in ("srtla.conn_rtt_seconds", "srtla.conn_window", "srtla.conn_in_flight",
+                       "srtla.conn_sender_bitrate_bytes_per_second"):
+            assert pick(got, metric, **plain) == [], metric
+        assert one(got, "srtla.conn_bytes_received_total", **plain) == 1252184  # its counters still count
+
+
+def test_srtla_without_the_keepalive_gauge_all_zero_means_none() -> None:
+    body = with_keepalives(srtla("metrics_streaming_2.txt"), "::ffff:41066", rtt_ms=95, window=2400, in_flight=0)
+    body = "\n".join(line for line in body.splitlines() if "extended_keepalives" not in line) + "\n"
+    with http_server() as server:
+        server.set("/metrics", body, content_type="text/plain")
+        got = make_collector([{"type": "srtla-prom", "url": f"http://127.0.0.1:{server.port}/metrics"}]
+                             ).collect(now_ms())
+        assert one(got, "srtla.conn_in_flight", group="47141", link="2") == 0
+        assert pick(got, "srtla.conn_rtt_seconds", group="47141", link="1") == []
+        assert pick(got, "srtla.conn_sender_bitrate_bytes_per_second", group="47141", link="1") == []
 
 
 @pytest.mark.parametrize(("status", "expected"), [
