@@ -40,6 +40,7 @@ from belabox_metrics.store.progress import (
     IN_LANE_SQL,
     NO_KEY,
     Key,
+    KeyRange,
     Progress,
     ProgressBook,
     UploadProgress,
@@ -206,9 +207,9 @@ class Outbox:
         self.book.record_late(late)
 
     # -- reading what is pending -------------------------------------------------------
-    def _select(self, lane: int, where: str, params: Sequence[object], limit: int,
-                descending: bool = False) -> list[Row]:
+    def _select(self, lane: int, keys: KeyRange, limit: int, descending: bool = False) -> list[Row]:
         order = "DESC" if descending else "ASC"
+        where, params = keys.sql()
         rows = self.conn.execute(
             f"SELECT ts, series_id, value FROM samples WHERE {where} AND {_IN_LANE} "
             f"ORDER BY ts {order}, series_id {order} LIMIT ?",
@@ -267,22 +268,22 @@ class Outbox:
 
     def _lane_batch(self, destination: str, lane: int, limit: int, newest_first: bool) -> Claim | None:
         state = self.book.state(destination, lane)
-        if state.fresh_lo is not None and state.fresh_hi is not None:
-            rows = self._select(lane, "(ts, series_id) > (?, ?)", state.fresh_hi, limit)
+        unsent = state.unsent_ranges  # the one sent rule (store/progress.py)
+        if len(unsent) == 2:  # a fresh range: what is above it first, then the backlog below
+            backlog, above_fresh = unsent
+            rows = self._select(lane, above_fresh, limit)
             if rows:
                 return Claim("fresh", rows, lane)
-            rows = self._select(lane, "(ts, series_id) > (?, ?) AND (ts, series_id) < (?, ?)",
-                                (*state.mark, *state.fresh_lo), limit)
+            rows = self._select(lane, backlog, limit)
             return Claim("backlog", rows, lane) if rows else None
-        rows = self._select(lane, "(ts, series_id) > (?, ?)", state.mark, limit + 1)
+        rows = self._select(lane, unsent[0], limit + 1)
         if not rows:
             self._skip_ahead(destination, lane, state)
             return None
         if len(rows) <= limit or not newest_first:
             return Claim("backlog", rows[:limit], lane)
         # More than one request's worth is pending: the newest chunk goes first.
-        return Claim("fresh", self._select(lane, "(ts, series_id) > (?, ?)", state.mark, limit, descending=True),
-                     lane)
+        return Claim("fresh", self._select(lane, unsent[0], limit, descending=True), lane)
 
     def _skip_ahead(self, destination: str, lane: int, state: UploadState) -> None:
         """Nothing of ``lane`` is pending: when its mark trails the newest sample by a long
@@ -300,9 +301,7 @@ class Outbox:
             return
         top: Key = (int(newest[0]), int(newest[1]))
         with self._write(adds_samples=False):
-            if self.book.state(destination, lane) != state or self.conn.execute(
-                    f"SELECT 1 FROM samples WHERE (ts, series_id) > (?, ?) AND {_IN_LANE} LIMIT 1",
-                    (*state.mark, lane)).fetchone():
+            if self.book.state(destination, lane) != state or self._any_row(lane, state.unsent_ranges):
                 return
             self.book.save(destination, lane, UploadState(max(top, state.mark)))
 
@@ -396,14 +395,19 @@ class Outbox:
         """Fold the fresh range into the mark once nothing of the lane is pending between them."""
         if state.fresh_lo is None or state.fresh_hi is None:
             return state
-        gap = self.conn.execute(
-            f"SELECT 1 FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) < (?, ?) AND {_IN_LANE} "
-            "LIMIT 1",
-            (*state.mark, *state.fresh_lo, lane),
-        ).fetchone()
-        if gap is None:
+        backlog = state.unsent_ranges[0]  # between the mark and the fresh range
+        if not self._any_row(lane, [backlog]):
             return UploadState(max(state.mark, state.fresh_hi))
         return state
+
+    def _any_row(self, lane: int, ranges: Sequence[KeyRange]) -> bool:
+        """Whether the lane has a stored row in any of ``ranges``."""
+        for keys in ranges:
+            where, params = keys.sql()
+            if self.conn.execute(f"SELECT 1 FROM samples WHERE {where} AND {_IN_LANE} LIMIT 1",
+                                 (*params, lane)).fetchone():
+                return True
+        return False
 
     # -- priority classes ------------------------------------------------------------
     def apply_classes(self, destinations: Sequence[str]) -> tuple[int, int]:

@@ -6,9 +6,12 @@ destination. So, for one destination:
 
     sent = ({ key <= mark } ∪ { fresh_lo <= key <= fresh_hi }) − late
 
-Every reader that asks the question (the CLI's views, the size cap, dead-letter requeue,
-salvage after corruption) asks ``Progress.is_sent``; the SQL that answers it for many rows
-at once (pending counts, pruning) is built here too, so the copies cannot drift.
+The rule is written once, as its complement: ``UploadState.unsent_ranges`` (the key ranges
+of a lane no acknowledgement covers). Everything else is built from it: ``covers`` and
+``Progress.is_sent`` in Python (the CLI's views, the size cap, dead-letter requeue, salvage
+after corruption, the lateness check of an append), ``KeyRange.sql`` for the SQL that
+answers it for many rows at once (pending counts, the oldest pending sample, claims), and
+``sent_everywhere_sql`` / ``unsent_everywhere`` for what retention may touch.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
+from functools import cached_property
 
-from belabox_metrics.store.series import LANES, Key
+from belabox_metrics.store.series import LANES, Key, lanes_stored
 
 __all__ = [
     "NO_KEY",
     "Key",
+    "KeyRange",
     "Progress",
     "ProgressBook",
     "UploadProgress",
@@ -34,6 +39,45 @@ __all__ = [
 
 NO_KEY: Key = (-(2**62), -1)
 
+# SQL over ``samples``: a row of one lane, and a row no destination holds as late (pruning
+# must keep those: they are inside acknowledged ranges, and not sent).
+IN_LANE_SQL = "series_id IN (SELECT id FROM series WHERE lane = ?)"
+NOT_LATE_ANYWHERE_SQL = ("NOT EXISTS (SELECT 1 FROM late_samples l WHERE l.ts = samples.ts "
+                         "AND l.series_id = samples.series_id)")
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """The keys strictly above ``above`` and strictly below ``below`` (None: unbounded)."""
+    above: Key | None = None
+    below: Key | None = None
+
+    def holds(self, key: Key) -> bool:
+        return (self.above is None or key > self.above) and (self.below is None or key < self.below)
+
+    @property
+    def empty(self) -> bool:
+        return self.above is not None and self.below is not None and self.above >= self.below
+
+    def sql(self) -> tuple[str, tuple[int, ...]]:
+        """A WHERE clause over ``samples`` (and its parameters) for the keys in the range.
+        Written as comparisons of the primary key, so SQLite searches it (a ``NOT (...)``
+        form is a full scan: at 7 days of retention, ~8 million rows)."""
+        clauses: list[str] = []
+        params: tuple[int, ...] = ()
+        if self.above is not None:
+            clauses.append("(ts, series_id) > (?, ?)")
+            params += self.above
+        if self.below is not None:
+            clauses.append("(ts, series_id) < (?, ?)")
+            params += self.below
+        return (" AND ".join(clauses) or "1"), params
+
+    def __and__(self, other: KeyRange) -> KeyRange:
+        above = max((k for k in (self.above, other.above) if k is not None), default=None)
+        below = min((k for k in (self.below, other.below) if k is not None), default=None)
+        return KeyRange(above, below)
+
 
 @dataclass(frozen=True)
 class UploadState:
@@ -42,12 +86,19 @@ class UploadState:
     fresh_lo: Key | None = None
     fresh_hi: Key | None = None
 
+    @cached_property
+    def unsent_ranges(self) -> tuple[KeyRange, ...]:
+        """THE rule, as the ranges of keys no acknowledgement covers, ascending: above the
+        mark, except the fresh range. With a fresh range: the backlog between the mark and
+        it, and what is above it. Every other form of the rule is built from this."""
+        if self.fresh_lo is None or self.fresh_hi is None:
+            return (KeyRange(self.mark),)
+        return (KeyRange(self.mark, self.fresh_lo), KeyRange(max(self.fresh_hi, self.mark)))
+
     def covers(self, key: Key) -> bool:
         """Whether ``key`` lies in an acknowledged range: a sample stored there after the
         fact is late, not sent."""
-        if key <= self.mark:
-            return True
-        return self.fresh_lo is not None and self.fresh_hi is not None and self.fresh_lo <= key <= self.fresh_hi
+        return not any(r.holds(key) for r in self.unsent_ranges)
 
     @property
     def highest(self) -> Key:
@@ -77,18 +128,37 @@ def sent_everywhere(progress: Sequence[Progress], key: Key, lane: int) -> bool:
     return bool(progress) and all(p.is_sent(key, lane) for p in progress)
 
 
-# SQL over ``samples`` for one lane, from the same rule: rows above the mark, rows in the
-# fresh range (both sides of the subtraction that counts what is pending), and the late
-# rows that pruning must keep.
-IN_LANE_SQL = "series_id IN (SELECT id FROM series WHERE lane = ?)"
-ABOVE_MARK_SQL = "(ts, series_id) > (?, ?)"
-# Its complement, written so SQLite searches the primary key instead of scanning every row
-# (``NOT (ts, series_id) > (?, ?)`` is a full scan: at 7 days of retention, ~8 million rows
-# each minute).
-AT_OR_BELOW_MARK_SQL = "(ts, series_id) <= (?, ?)"
-IN_FRESH_SQL = "(ts, series_id) >= (?, ?) AND (ts, series_id) <= (?, ?)"
-NOT_LATE_ANYWHERE_SQL = ("NOT EXISTS (SELECT 1 FROM late_samples l WHERE l.ts = samples.ts "
-                         "AND l.series_id = samples.series_id)")
+def sent_everywhere_below(progress: Sequence[Progress]) -> Key:
+    """A key at or below which every sample is sent to every destination: a reader of the
+    unsent rows (salvage) need not look lower. NO_KEY when there is no destination."""
+    if not progress:
+        return NO_KEY
+    bound = min((state.mark for p in progress for state in p.lanes.values()), default=NO_KEY)
+    late = min((key for p in progress for key in p.late), default=None)
+    if late is not None and late <= bound:
+        bound = (late[0], late[1] - 1)
+    return bound
+
+
+def sent_everywhere_sql(states: Sequence[UploadState], older_than_ms: int) -> tuple[str, tuple[int, ...]]:
+    """A WHERE clause over one lane's ``samples`` (lane clause aside) for rows older than
+    ``older_than_ms`` that every destination (``states``: one per destination) has sent:
+    at or below every mark, and late for none. A fresh range is left alone: it exists only
+    while a backlog drains, and merges into the mark when that is done."""
+    cutoff = min(min(state.mark for state in states), (older_than_ms, -1))
+    # At or below the lowest mark: outside every destination's unsent ranges. Written as a
+    # comparison of the primary key, so SQLite searches it instead of scanning every row.
+    return f"(ts, series_id) <= (?, ?) AND {NOT_LATE_ANYWHERE_SQL}", cutoff
+
+
+def unsent_everywhere(states: Iterable[UploadState]) -> list[KeyRange]:
+    """The key ranges of one lane that no destination (``states``: one per destination) has
+    acknowledged, ascending (late rows aside: they lie inside acknowledged ranges)."""
+    ranges = [KeyRange()]
+    for state in states:
+        ranges = [joint for mine in ranges for theirs in state.unsent_ranges
+                  if not (joint := mine & theirs).empty]
+    return sorted(ranges, key=lambda r: r.above or NO_KEY)
 
 
 class UploadProgress:
@@ -226,6 +296,23 @@ class ProgressBook:
         late = {(int(ts), int(sid)) for ts, sid in self.conn.execute(
             "SELECT ts, series_id FROM late_samples WHERE destination = ?", (destination,))}
         return Progress(self.lane_states(destination), late)
+
+    def every_progress(self) -> list[Progress]:
+        """Every destination's progress in the file, committed only (a reader of another
+        database: salvage). A file older than lanes (``lanes_stored``) kept one state per
+        destination, which holds for every lane (as the v4 migration copies it)."""
+        with_lanes = lanes_stored(self.conn)
+        states: dict[str, dict[int, UploadState]] = {}
+        for row in self.conn.execute(
+                "SELECT destination, " + ("lane" if with_lanes else "-1") + ", mark_ts, mark_sid, fresh_lo_ts, "
+                "fresh_lo_sid, fresh_hi_ts, fresh_hi_sid FROM upload_state"):
+            state = state_from_row(row[2:])
+            by_lane = states.setdefault(str(row[0]), {})
+            by_lane.update({int(row[1]): state} if with_lanes else dict.fromkeys(LANES, state))
+        late: dict[str, set[Key]] = {}
+        for destination, ts, sid in self.conn.execute("SELECT destination, ts, series_id FROM late_samples"):
+            late.setdefault(str(destination), set()).add((int(ts), int(sid)))
+        return [Progress(by_lane, late.get(destination, set())) for destination, by_lane in states.items()]
 
     # -- writing (inside the caller's write transaction) ---------------------------------
     def save(self, destination: str, lane: int, state: UploadState, *, defer: bool = False) -> None:

@@ -36,7 +36,6 @@ not corruption: the normal open reports them.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -45,9 +44,9 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from belabox_metrics.logs import event
-from belabox_metrics.model import Sample, decode_labels
-from belabox_metrics.store.progress import NO_KEY, Key, Progress, UploadState, sent_everywhere, state_from_row
-from belabox_metrics.store.queue import TEXT, SampleQueue
+from belabox_metrics.store.outbox import Outbox
+from belabox_metrics.store.progress import ProgressBook, sent_everywhere, sent_everywhere_below
+from belabox_metrics.store.series import SeriesCatalogue
 
 SIDECARS = ("-wal", "-shm")
 # quick_check reads the whole file: ~0.1 s per 50 MB from the page cache, 0.7 s cold on an
@@ -172,35 +171,19 @@ def quarantine_if_corrupt(path: str, log: logging.Logger, *, now: float | None =
     return Quarantined(path, aside, problem, tuple(moved), salvaged, skipped)
 
 
-def salvage(source: str, queue: SampleQueue) -> tuple[int, int]:
+def salvage(source: str, queue: Outbox) -> tuple[int, int]:
     """Copy the samples of the (corrupt) database at ``source`` that no destination recorded
     as acknowledged into ``queue`` (a fresh one, so they are all pending there). Reads in key
     order from the oldest progress mark; a damaged stretch is stepped over by probing ahead
     in doubling steps (bounded). Returns (samples copied, probes that failed)."""
     conn = sqlite3.connect(f"file:{quote(os.path.abspath(source))}?mode=ro", uri=True, timeout=5)
     try:
-        series = {int(sid): (str(name), decode_labels(labels), int(kind)) for sid, name, labels, kind in
-                  conn.execute("SELECT id, name, labels, value_type FROM series")}
-        # Schema v4 has lanes; an older file's progress is the same for every series.
-        has_lanes = any(r[1] == "lane" for r in conn.execute("PRAGMA table_info(upload_state)"))
-        lanes = {int(sid): int(lane) for sid, lane in conn.execute("SELECT id, lane FROM series")} if has_lanes else {}
-        states: dict[str, dict[int, UploadState]] = {}
-        lane_column = "lane" if has_lanes else "2"
-        for row in conn.execute(f"SELECT destination, {lane_column}, mark_ts, mark_sid, fresh_lo_ts, fresh_lo_sid, "
-                                "fresh_hi_ts, fresh_hi_sid FROM upload_state"):
-            states.setdefault(str(row[0]), {})[int(row[1])] = state_from_row(row[2:])
-        late_of: dict[str, set[Key]] = {destination: set() for destination in states}
-        for d, ts, sid in conn.execute("SELECT destination, ts, series_id FROM late_samples"):
-            late_of.setdefault(str(d), set()).add((int(ts), int(sid)))
-        # The one sent rule (store/progress.py), over the damaged file's own progress.
-        progress = [Progress(by_lane, late_of.get(d, set())) for d, by_lane in states.items()]
-
-        def sent_to_all(ts: int, sid: int) -> bool:
-            return sent_everywhere(progress, (ts, sid), lanes.get(sid, 2))
-
-        start: Key = min((st.mark for by_lane in states.values() for st in by_lane.values()), default=NO_KEY)
-        if any(ts <= start[0] for keys in late_of.values() for ts, _ in keys):
-            start = NO_KEY  # a late sample below every mark: read from the beginning
+        # The damaged file's own catalogue and progress, read through the store's rooms, and
+        # the one sent rule (store/progress.py) over them.
+        catalogue = SeriesCatalogue(conn)
+        known = catalogue.preload()
+        progress = ProgressBook(conn).every_progress()
+        start = sent_everywhere_below(progress)
         copied = skipped = 0
         step_ms = 1
         last = start
@@ -215,17 +198,9 @@ def salvage(source: str, queue: SampleQueue) -> tuple[int, int]:
                 failed = True
             if not rows and not failed:
                 break
-            samples = []
-            for ts, sid, value in rows:
-                known = series.get(int(sid))
-                if known is None or sent_to_all(int(ts), int(sid)):
-                    continue
-                name, labels, kind = known
-                if kind == TEXT:
-                    samples.append(Sample(name, None, int(ts), labels, str(value)))
-                else:
-                    samples.append(Sample(name, math.nan if value is None else float(value), int(ts),  # type: ignore[arg-type]
-                                          labels))
+            unsent = [(ts, sid, value) for ts, sid, value in rows if int(sid) in known
+                      and not sent_everywhere(progress, (int(ts), int(sid)), catalogue.lane_of(int(sid)))]
+            samples = [r.sample for r in catalogue.rows(unsent)]
             copied += queue.append(samples) if samples else 0
             if rows:
                 last = (int(rows[-1][0]), int(rows[-1][1]))

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from belabox_metrics.store.progress import (
-    AT_OR_BELOW_MARK_SQL,
     IN_LANE_SQL,
-    NOT_LATE_ANYWHERE_SQL,
     Key,
     sent_everywhere,
+    sent_everywhere_sql,
+    unsent_everywhere,
 )
 
 if TYPE_CHECKING:
@@ -27,20 +27,15 @@ def prune_sent(queue: SampleQueue, destinations: Sequence[str], older_than_ms: i
     with queue._write():
         before = queue.conn.total_changes
         for lane in queue.lanes_in_use():
-            mark = min(queue.state(d, lane).mark for d in destinations)
-            cutoff: Key = min(mark, (older_than_ms, -1))
-            # At or below every destination's mark and late for none: sent everywhere.
-            queue.conn.execute(
-                f"DELETE FROM samples WHERE {AT_OR_BELOW_MARK_SQL} AND {IN_LANE_SQL} AND {NOT_LATE_ANYWHERE_SQL}",
-                (*cutoff, lane),
-            )
+            sent, params = sent_everywhere_sql([queue.state(d, lane) for d in destinations], older_than_ms)
+            queue.conn.execute(f"DELETE FROM samples WHERE {sent} AND {IN_LANE_SQL}", (*params, lane))
         return queue.conn.total_changes - before
 
 
 def coalesce_unsent(queue: SampleQueue, destinations: Sequence[str], older_than_ms: int, bucket_ms: int,
                     max_rows: int = 200_000) -> int:
     """Downsample the backlog: among samples older than ``older_than_ms`` that no
-    destination has acknowledged, keep the first sample of each series in each
+    destination has acknowledged (the one sent rule: ``unsent_everywhere``), keep the first sample of each series in each
     ``bucket_ms`` bucket and delete the rest. One ordered pass over at most ``max_rows``
     rows per call. Returns how many were deleted. Off unless configured: it trades
     resolution for uplink bytes after a long offline period."""
@@ -48,21 +43,21 @@ def coalesce_unsent(queue: SampleQueue, destinations: Sequence[str], older_than_
         return 0
     doomed: list[tuple[int, int]] = []
     for lane in queue.lanes_in_use():
-        states = [queue.state(d, lane) for d in destinations]
-        lower = max(st.highest for st in states)
-        upper_ts = older_than_ms
-        for st in states:
-            if st.fresh_lo is not None:
-                upper_ts = min(upper_ts, st.fresh_lo[0])
         kept_bucket: dict[int, int] = {}
-        for ts, sid in queue.conn.execute(
-                f"SELECT ts, series_id FROM samples WHERE (ts, series_id) > (?, ?) AND ts < ? AND {IN_LANE_SQL} "
-                "ORDER BY ts, series_id LIMIT ?", (*lower, upper_ts, lane, max_rows)):
-            bucket = ts - ts % bucket_ms
-            if kept_bucket.get(sid) == bucket:
-                doomed.append((ts, sid))
-            else:
-                kept_bucket[sid] = bucket
+        room = max_rows
+        for unsent in unsent_everywhere(queue.state(d, lane) for d in destinations):
+            where, params = unsent.sql()
+            for ts, sid in queue.conn.execute(
+                    f"SELECT ts, series_id FROM samples WHERE {where} AND ts < ? AND {IN_LANE_SQL} "
+                    "ORDER BY ts, series_id LIMIT ?", (*params, older_than_ms, lane, room)):
+                room -= 1
+                bucket = ts - ts % bucket_ms
+                if kept_bucket.get(sid) == bucket:
+                    doomed.append((ts, sid))
+                else:
+                    kept_bucket[sid] = bucket
+            if room <= 0:
+                break
     if doomed:
         with queue._write():
             queue.conn.executemany("DELETE FROM samples WHERE ts = ? AND series_id = ?", doomed)

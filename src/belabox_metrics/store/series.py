@@ -28,6 +28,13 @@ _LANES_IN_USE = (
 )
 
 
+def lanes_stored(conn: sqlite3.Connection) -> bool:
+    """Whether the database keeps a lane per series (schema 4 on). A file older than that
+    (only ever read: salvage of a corrupt one) holds every series in DEFAULT_LANE, and its
+    progress is the same for every lane (the v4 migration copies it to each)."""
+    return any(r[1] == "lane" for r in conn.execute("PRAGMA table_info(series)"))
+
+
 class SeriesLanes:
     """Which lane each series is in. One object is shared by the queues of one process (the
     collection and upload threads each open their own), so a lane change made under the
@@ -79,6 +86,17 @@ class SeriesCatalogue:
             self._series_ids[key] = found
             self.lanes.of_series[found] = int(row[1])
         return found
+
+    def preload(self) -> set[int]:
+        """Read every series into the cache at once (a reader of a damaged file: salvage);
+        returns their ids. In a file without lanes (``lanes_stored``) each is in
+        DEFAULT_LANE."""
+        with_lanes = lanes_stored(self.conn)
+        query = "SELECT id, name, labels, value_type, " + ("lane" if with_lanes else str(DEFAULT_LANE)) + " FROM series"
+        for sid, name, labels, value_type, lane in self.conn.execute(query):
+            self._series[int(sid)] = (str(name), decode_labels(labels), int(value_type))
+            self.lanes.of_series[int(sid)] = int(lane)
+        return set(self._series)
 
     def lane_of(self, series_id: int) -> int:
         lane = self.lanes.of_series.get(series_id)

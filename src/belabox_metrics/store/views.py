@@ -8,12 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from belabox_metrics.store.progress import (
-    ABOVE_MARK_SQL,
-    IN_FRESH_SQL,
-    IN_LANE_SQL,
-    UploadState,
-)
+from belabox_metrics.store.progress import IN_LANE_SQL, UploadState
 
 if TYPE_CHECKING:
     from belabox_metrics.store.outbox import Outbox
@@ -59,18 +54,14 @@ def pending_by_lane(queue: Outbox, destination: str, states: dict[int, UploadSta
         "SELECT r.lane, COUNT(*) FROM late_samples l JOIN series r ON r.id = l.series_id "
         "WHERE l.destination = ? GROUP BY r.lane", (destination,)).fetchall())
     for lane, state in (states if states is not None else queue._states_in_use(destination)).items():
-        # The sent rule counted, not listed: late rows lie inside the acknowledged
-        # ranges, so unsent = above the mark - in the fresh range + late.
-        after_mark = int(queue.conn.execute(
-            f"SELECT COUNT(*) FROM samples WHERE {ABOVE_MARK_SQL} AND {IN_LANE_SQL}", (*state.mark, lane)
-        ).fetchone()[0])
-        in_fresh = 0
-        if state.fresh_lo is not None and state.fresh_hi is not None:
-            in_fresh = int(queue.conn.execute(
-                f"SELECT COUNT(*) FROM samples WHERE {IN_FRESH_SQL} AND {IN_LANE_SQL}",
-                (*state.fresh_lo, *state.fresh_hi, lane),
-            ).fetchone()[0])
-        pending[lane] = after_mark - in_fresh + int(late_by_lane.get(lane, 0))
+        # The sent rule counted, not listed: the rows in the lane's unsent ranges, and its
+        # late rows (which lie inside the acknowledged ranges, so none is counted twice).
+        unsent = 0
+        for keys in state.unsent_ranges:
+            where, params = keys.sql()
+            unsent += int(queue.conn.execute(
+                f"SELECT COUNT(*) FROM samples WHERE {where} AND {IN_LANE_SQL}", (*params, lane)).fetchone()[0])
+        pending[lane] = unsent + int(late_by_lane.get(lane, 0))
     return pending
 
 
@@ -82,11 +73,14 @@ def oldest_pending_ms(queue: Outbox, destination: str, states: dict[int, UploadS
     row = queue.conn.execute("SELECT MIN(ts) FROM late_samples WHERE destination = ?", (destination,)).fetchone()
     candidates = [int(row[0])] if row and row[0] is not None else []
     for lane, state in (states if states is not None else queue._states_in_use(destination)).items():
-        first = queue.conn.execute(
-            f"SELECT ts FROM samples WHERE (ts, series_id) > (?, ?) AND {IN_LANE_SQL} ORDER BY ts, series_id "
-            "LIMIT 1", (*state.mark, lane)).fetchone()
-        if first is not None:
-            candidates.append(int(first[0]))
+        for keys in state.unsent_ranges:
+            where, params = keys.sql()
+            first = queue.conn.execute(
+                f"SELECT ts FROM samples WHERE {where} AND {IN_LANE_SQL} ORDER BY ts, series_id LIMIT 1",
+                (*params, lane)).fetchone()
+            if first is not None:
+                candidates.append(int(first[0]))
+                break  # ascending ranges: the first with a row holds the oldest
     return min(candidates) if candidates else None
 
 
