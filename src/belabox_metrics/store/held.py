@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from belabox_metrics.model import Sample
 
 if TYPE_CHECKING:
-    from belabox_metrics.store.queue import SampleQueue
+    from belabox_metrics.store.outbox import Outbox
 
 
 
-def hold(queue: SampleQueue, samples: Iterable[Sample], boot_id: str, wall_minus_monotonic_ms: int) -> int:
+def hold(queue: Outbox, samples: Iterable[Sample], boot_id: str, wall_minus_monotonic_ms: int) -> int:
     """Keep samples whose wall-clock stamp cannot be trusted, with their monotonic time."""
     with queue._write():
         rows = [(boot_id, ts - wall_minus_monotonic_ms, sid, value, ts)
@@ -25,7 +25,7 @@ def hold(queue: SampleQueue, samples: Iterable[Sample], boot_id: str, wall_minus
         return queue.conn.total_changes - before
 
 
-def release_held(queue: SampleQueue, boot_id: str, wall_minus_monotonic_ms: int) -> int:
+def release_held(queue: Outbox, boot_id: str, wall_minus_monotonic_ms: int) -> int:
     """Re-stamp this boot's held samples from monotonic time (now that the wall clock is
     trusted) and store them as ordinary samples. Returns how many."""
     with queue._write():
@@ -40,5 +40,5 @@ def release_held(queue: SampleQueue, boot_id: str, wall_minus_monotonic_ms: int)
     return len(rows)
 
 
-def held_count(queue: SampleQueue) -> int:
+def held_count(queue: Outbox) -> int:
     return int(queue.conn.execute("SELECT COUNT(*) FROM held_samples").fetchone()[0])

@@ -16,11 +16,11 @@ from belabox_metrics.store.progress import (
 )
 
 if TYPE_CHECKING:
-    from belabox_metrics.store.queue import SampleQueue
+    from belabox_metrics.store.outbox import Outbox
 
 
 
-def prune_sent(queue: SampleQueue, destinations: Sequence[str], older_than_ms: int) -> int:
+def prune_sent(queue: Outbox, destinations: Sequence[str], older_than_ms: int) -> int:
     """Delete samples older than ``older_than_ms`` that every destination acknowledged."""
     if not destinations:
         return 0
@@ -32,7 +32,7 @@ def prune_sent(queue: SampleQueue, destinations: Sequence[str], older_than_ms: i
         return queue.conn.total_changes - before
 
 
-def coalesce_unsent(queue: SampleQueue, destinations: Sequence[str], older_than_ms: int, bucket_ms: int,
+def coalesce_unsent(queue: Outbox, destinations: Sequence[str], older_than_ms: int, bucket_ms: int,
                     max_rows: int = 200_000) -> int:
     """Downsample the backlog: among samples older than ``older_than_ms`` that no
     destination has acknowledged (the one sent rule: ``unsent_everywhere``), keep the first sample of each series in each
@@ -64,19 +64,19 @@ def coalesce_unsent(queue: SampleQueue, destinations: Sequence[str], older_than_
     return len(doomed)
 
 
-def used_bytes(queue: SampleQueue) -> int:
+def used_bytes(queue: Outbox) -> int:
     pages = int(queue.conn.execute("PRAGMA page_count").fetchone()[0])
     free = int(queue.conn.execute("PRAGMA freelist_count").fetchone()[0])
     size = int(queue.conn.execute("PRAGMA page_size").fetchone()[0])
     return (pages - free) * size
 
 
-def enforce_max_size(queue: SampleQueue, max_bytes: int, destinations: Sequence[str], step: int = 5000) -> int:
+def enforce_max_size(queue: Outbox, max_bytes: int, destinations: Sequence[str], step: int = 5000) -> int:
     """While the database holds more than ``max_bytes``, delete the oldest samples.
     Returns how many of the deleted samples had not been sent to every destination."""
     dropped_unsent = 0
     for _ in range(1000):  # bounded: each round deletes `step` samples
-        if queue.used_bytes() <= max_bytes:
+        if used_bytes(queue) <= max_bytes:
             break
         with queue._write():
             rows = queue.conn.execute(
