@@ -11,8 +11,12 @@ agree with it through every public reader after every step of random interleavin
 - a sample stored below what a destination already acknowledged (a late one) is claimed
   first;
 - ``is_sent``, ``recent``, ``pending_count`` and ``pending_by_lane`` say what the model says;
-- ``prune_sent`` removes only samples every destination acknowledged, and the size cap
-  counts as unsent exactly the samples the model has not seen acknowledged everywhere.
+- ``prune_sent`` removes only samples every destination acknowledged, ``coalesce_unsent``
+  only samples no destination acknowledged, and the size cap (which drops the oldest,
+  whatever they are) counts as unsent exactly the samples the model has not seen
+  acknowledged everywhere;
+- without ``newest_first``, each lane of each destination goes out in key order across
+  claims: a row claimed outside the late path is above everything that lane acknowledged.
 """
 
 from __future__ import annotations
@@ -166,6 +170,40 @@ def drain(store: Store, model: Model) -> None:
         assert model.pending(destination) == set(), "drained, yet the model has pending samples"
 
 
+def removed(store: Store, model: Model) -> set[tuple[str, int]]:
+    """What left the store since the model last looked; the model forgets it."""
+    still = {(row.sample.name, row.ts) for row, _ in store.uploader.recent(None, 10**9)}
+    gone = set(model.stored) - still
+    for who in gone:
+        del model.stored[who]
+        for acked in model.acked.values():
+            acked.discard(who)  # stored again later, it is a new sample to send
+    return gone
+
+
+def retention(store: Store, model: Model, rng: random.Random, clock: list[int]) -> None:
+    sent_everywhere = set.intersection(*(model.acked[d] for d in DESTINATIONS))
+    sent_anywhere = set.union(*(model.acked[d] for d in DESTINATIONS))
+    action = rng.random()
+    if action < 0.6:
+        count = store.uploader.prune_sent(list(DESTINATIONS), clock[0] - rng.randint(0, 40))
+        gone = removed(store, model)
+        assert gone <= sent_everywhere, "pruned a sample some destination had not acknowledged"
+        assert len(gone) == count
+    elif action < 0.9:
+        count = store.uploader.coalesce_unsent(list(DESTINATIONS), clock[0] - rng.randint(0, 40),
+                                               bucket_ms=rng.randint(2, 30))
+        gone = removed(store, model)
+        assert not gone & sent_anywhere, "coalesced a sample a destination had acknowledged"
+        assert len(gone) == count
+    else:
+        unsent = set(model.stored) - sent_everywhere
+        cap = store.uploader.used_bytes() - 1
+        dropped_unsent = store.uploader.enforce_max_size(cap, list(DESTINATIONS), step=rng.randint(1, 30))
+        gone = removed(store, model)
+        assert dropped_unsent == len(gone & unsent), "the size cap miscounted what was unsent"
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_random_interleavings_keep_every_promise(store: Store, seed: int) -> None:
     rng = random.Random(seed)
@@ -178,17 +216,7 @@ def test_random_interleavings_keep_every_promise(store: Store, seed: int) -> Non
         elif action < 0.9:
             claim_and_ack(store, model, rng)
         else:
-            cutoff = clock[0] - rng.randint(0, 40)
-            sent_everywhere = set.intersection(*(model.acked[d] for d in DESTINATIONS))
-            removed = store.uploader.prune_sent(list(DESTINATIONS), cutoff)
-            still = {(row.sample.name, row.ts) for row, _ in store.uploader.recent(None, 10**9)}
-            gone = set(model.stored) - still
-            assert gone <= sent_everywhere, "pruned a sample some destination had not acknowledged"
-            assert len(gone) == removed
-            for who in gone:
-                del model.stored[who]
-                for acked in model.acked.values():
-                    acked.discard(who)  # stored again later, it is a new sample to send
+            retention(store, model, rng, clock)
         if step % 8 == 0:
             check_agrees(store, model)
     check_agrees(store, model)
@@ -226,3 +254,46 @@ def test_the_size_cap_counts_late_samples_as_unsent(store: Store) -> None:
     dropped_unsent = store.uploader.enforce_max_size(1, list(DESTINATIONS), step=1000)
     assert dropped_unsent == 1
     assert store.uploader.pending_count(DESTINATIONS[0]) == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_each_lane_goes_out_in_key_order_across_claims(store: Store, seed: int) -> None:
+    """Oldest first per (destination, lane), request after request, partial acknowledgements
+    and late samples included: outside the late path a claimed row is always above the
+    highest key that lane has acknowledged, so every series reaches the remote in order."""
+    rng = random.Random(seed)
+    model = Model()
+    clock = [BASE_MS]
+    highest: dict[tuple[str, int], Key] = {}
+    may_be_late: set[tuple[str, str, int]] = set()  # appended at or below what its lane acknowledged
+    for _ in range(200):
+        if rng.random() < 0.5:
+            before = set(model.stored)
+            append(store, model, rng, clock)
+            for name, ts in set(model.stored) - before:
+                may_be_late.update((d, name, ts) for d in DESTINATIONS
+                                   if (d, lane_of_name(name)) in highest and ts <= highest[(d, lane_of_name(name))][0])
+            continue
+        destination = rng.choice(DESTINATIONS)
+        claims = store.uploader.next_claims(destination, rng.randint(1, 20))
+        got = claimed(store.uploader, claims)
+        assert not set(got) & model.acked[destination]
+        for claim in claims:
+            if claim.region == "late":
+                assert all((destination, *identity(store.uploader, row.key)) in may_be_late for row in claim.rows), \
+                    "a sample appended in order went out as late"
+                continue
+            floor = highest.get((destination, claim.lane))
+            assert floor is None or claim.rows[0].key > floor, "a lane went out of key order"
+        count = rng.randint(0, len(got)) if rng.random() < 0.4 else len(got)
+        store.uploader.ack_claims(destination, claims, count)
+        model.acked[destination].update(got[:count])
+        left = count
+        for claim in claims:
+            acked = claim.rows[:max(left, 0)]
+            left -= len(claim.rows)
+            if acked and claim.region != "late":
+                lane_key = (destination, claim.lane)
+                highest[lane_key] = max(highest.get(lane_key, acked[-1].key), acked[-1].key)
+    drain(store, model)
+    check_agrees(store, model)
