@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -57,6 +59,7 @@ import yaml
 from tests.helpers import free_port
 from tests.vm import VictoriaMetrics, vm_available
 
+from belabox_metrics.store.db import STORE_PAGE_SIZE, WAL_AUTOCHECKPOINT_BYTES, connect, transaction
 from bench._common import REPO_ROOT, table, temp_dir
 from bench.bench_footprint import NODE_EXPORTER, VMAGENT, default_config, export_count, wait_http
 
@@ -177,7 +180,7 @@ def _drain(pipe: IO[bytes], log: Path) -> None:
 
 
 def start(name: str, cmd: list[str], workdir: Path, disk: Disk | None, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> Proc:
+          cwd: Path | None = None, stdin_pipe: bool = False) -> Proc:
     """Start ``cmd`` with its output drained by this process (so the process's own writes are
     its data only), under strace when it is installed."""
     trace: Path | None = None
@@ -186,7 +189,7 @@ def start(name: str, cmd: list[str], workdir: Path, disk: Disk | None, env: dict
         cmd = ["strace", "-f", "--seccomp-bpf", "-qq", "-ttt", "-y", "-e", f"trace={SYNC_CALLS}",
                "-e", "signal=none", "-o", str(trace), "--", *cmd]
     popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL)
     assert popen.stdout is not None
     drain = threading.Thread(target=_drain, args=(popen.stdout, workdir / f"{name}.log"), daemon=True)
     drain.start()
@@ -317,6 +320,192 @@ def where_bytes_go(db: Path, snapshot: Path, from_offset: int) -> str:
     return "\n".join(lines)
 
 
+# -- the SQLite floor: the agent's rows, and nothing else, with the agent's durability ----------------
+Row = tuple[int, int, object]
+WAL_MAGIC_LE, WAL_MAGIC_BE = 0x377F0682, 0x377F0683
+SAMPLES_DDL = """CREATE TABLE IF NOT EXISTS samples (
+    ts INTEGER NOT NULL, series_id INTEGER NOT NULL, value, PRIMARY KEY (ts, series_id)) WITHOUT ROWID"""
+MIN_TS_MS = 10**11  # a key column below this is no millisecond timestamp (series_by_lane's lane, ...)
+
+
+def _varint(buf: bytes, at: int) -> tuple[int, int]:
+    value = 0
+    for i in range(8):
+        byte = buf[at + i]
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            return value, at + i + 1
+    return (value << 8) | buf[at + 8], at + 9
+
+
+_INT_SIZES = {1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8}
+
+
+def _record(payload: bytes) -> list[object] | None:
+    """The values of one SQLite record (None when it holds a BLOB: no samples row does)."""
+    header_size, at = _varint(payload, 0)
+    types: list[int] = []
+    while at < header_size:
+        serial, at = _varint(payload, at)
+        types.append(serial)
+    values: list[object] = []
+    body = header_size
+    for serial in types:
+        if serial == 0:
+            values.append(None)
+        elif serial in _INT_SIZES:
+            n = _INT_SIZES[serial]
+            values.append(int.from_bytes(payload[body:body + n], "big", signed=True))
+            body += n
+        elif serial == 7:
+            values.append(struct.unpack(">d", payload[body:body + 8])[0])
+            body += 8
+        elif serial in (8, 9):
+            values.append(serial - 8)
+        elif serial >= 13 and serial % 2:
+            n = (serial - 13) // 2
+            values.append(payload[body:body + n].decode("utf-8", "replace"))
+            body += n
+        else:
+            return None
+    return values
+
+
+def page_sample_rows(page: bytes, pgno: int) -> list[Row]:
+    """The ``samples`` rows in one page image of the agent's database: cells of an index B-tree
+    page (a WITHOUT ROWID table is one; its interior cells are rows too) whose record is
+    (millisecond ts, series id, value). Cells that overflow the page (long text) are skipped."""
+    hdr = 100 if pgno == 1 else 0
+    kind = page[hdr]
+    if kind not in (0x02, 0x0A):
+        return []
+    max_local = (len(page) - 12) * 64 // 255 - 23
+    cells = int.from_bytes(page[hdr + 3:hdr + 5], "big")
+    pointers = hdr + (12 if kind == 0x02 else 8)
+    rows: list[Row] = []
+    for i in range(cells):
+        at = int.from_bytes(page[pointers + 2 * i:pointers + 2 * i + 2], "big") + (4 if kind == 0x02 else 0)
+        if at >= len(page):
+            continue
+        size, at = _varint(page, at)
+        if size > max_local:
+            continue
+        values = _record(page[at:at + size])
+        if (values is not None and len(values) == 3 and isinstance(values[0], int) and values[0] >= MIN_TS_MS
+                and isinstance(values[1], int)):
+            rows.append((values[0], values[1], values[2]))
+    return rows
+
+
+def _wal_checksum(data: bytes, s0: int, s1: int, big: bool) -> tuple[int, int]:
+    words = struct.unpack(f"{'>' if big else '<'}{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+class WalTail:
+    """Follows a live SQLite WAL by reading the file (no SQLite connection: no lock, no -shm
+    write, nothing charged to or written on the watched process's disk) and yields the samples
+    rows each new commit brought. A frame counts once its cumulative checksum matches (SQLite's
+    own rule), so a commit still being written is read on the next poll."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.salts = b""
+        self.offset = WAL_HEADER
+        self.sums = (0, 0)
+        self.big = False
+        self.page_size = 0
+        self.seen: set[tuple[int, int]] = set()
+        self.restarts = 0            # the WAL started again from its beginning
+        self.wrapped = False         # ... once after a first pass of at least the autocheckpoint size
+        self.commits = 0
+
+    def poll(self) -> list[list[Row]]:
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            return []
+        with f:
+            header = f.read(WAL_HEADER)
+            if len(header) < WAL_HEADER:
+                return []
+            magic = int.from_bytes(header[0:4], "big")
+            if magic not in (WAL_MAGIC_LE, WAL_MAGIC_BE):
+                return []
+            if header[16:24] != self.salts:
+                if self.salts:
+                    self.restarts += 1
+                    self.wrapped = self.wrapped or self.offset >= WAL_AUTOCHECKPOINT_BYTES
+                self.salts = header[16:24]
+                self.big = magic == WAL_MAGIC_BE
+                self.page_size = int.from_bytes(header[8:12], "big")
+                self.offset = WAL_HEADER
+                self.sums = (int.from_bytes(header[24:28], "big"), int.from_bytes(header[28:32], "big"))
+            f.seek(self.offset)
+            data = f.read()
+        found: list[list[Row]] = []
+        frame = FRAME_HEADER + self.page_size
+        at, committed, sums = 0, 0, self.sums
+        pending: list[tuple[int, bytes]] = []
+        while at + frame <= len(data):
+            head = data[at:at + FRAME_HEADER]
+            if head[8:16] != self.salts:
+                break
+            page = data[at + FRAME_HEADER:at + frame]
+            sums = _wal_checksum(page, *_wal_checksum(head[0:8], *sums, self.big), self.big)
+            if sums != (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")):
+                break
+            pending.append((int.from_bytes(head[0:4], "big"), page))
+            at += frame
+            if int.from_bytes(head[4:8], "big"):  # a commit frame: the commit is complete
+                rows: list[Row] = []
+                for pgno, image in pending:
+                    for row in page_sample_rows(image, pgno):
+                        if (row[0], row[1]) not in self.seen:
+                            self.seen.add((row[0], row[1]))
+                            rows.append(row)
+                self.commits += 1
+                if rows:
+                    found.append(sorted(rows))
+                pending = []
+                self.sums, committed = sums, at
+        self.offset += committed
+        return found
+
+
+def floor_writer(path: Path, one_row: bool, prewrap: bool, ready: Path) -> int:
+    """The floor: the agent's ``samples`` table alone, on the agent's connection settings
+    (``connect``: WAL, synchronous=FULL, its page size, autocheckpoint and journal size limit),
+    one transaction per line of stdin (a JSON list of rows: one agent commit), nothing else.
+    ``one_row``: only the first row of each (the least any fsync'd commit can write).
+    ``prewrap``: first take the WAL through one full pass (rows far in the past), as the agent's
+    is once it has run ~15 minutes, so the window sees a WAL overwritten in place."""
+    conn = connect(str(path), page_size=STORE_PAGE_SIZE)
+    conn.execute(SAMPLES_DDL)
+    if prewrap:
+        wal = Path(f"{path}-wal")
+        salts, ts = wal.read_bytes()[16:24], 1
+        while True:
+            with transaction(conn):
+                conn.executemany("INSERT INTO samples VALUES (?, ?, ?)",
+                                 [(ts, sid, float(sid)) for sid in range(70)])
+            ts += 1
+            with wal.open("rb") as f:
+                head = f.read(WAL_HEADER)
+            if head[16:24] != salts and wal.stat().st_size >= WAL_AUTOCHECKPOINT_BYTES:
+                break
+    ready.write_text("ready")
+    for line in sys.stdin:
+        rows = [tuple(r) for r in json.loads(line)]
+        with transaction(conn):
+            conn.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?)", rows[:1] if one_row else rows)
+    conn.close()
+    return 0
+
+
 # -- the run -------------------------------------------------------------------------------------------
 @dataclass
 class Result:
@@ -351,7 +540,7 @@ def stored_samples(db: Path, start_ms: int, end_ms: int) -> int:
 def disks(workdir: Path, loop: bool) -> Iterator[dict[str, Disk]]:
     made: dict[str, Disk] = {}
     try:
-        for name in ("agent", "prometheus", "vmagent"):
+        for name in ("agent", "prometheus", "vmagent", "floor", "floor-1row"):
             made[name] = Disk(workdir, name, 512, loop)
         yield made
     finally:
@@ -359,8 +548,67 @@ def disks(workdir: Path, loop: bool) -> Iterator[dict[str, Disk]]:
             disk.close()
 
 
+class Mirror:
+    """Sends each agent commit's new samples rows to the floors as it lands in the agent's WAL
+    (polled every 0.1 s: a round's commit reaches the floors within that), and counts what it sent."""
+
+    def __init__(self, wal: Path, floors: list[Proc]) -> None:
+        self.tail = WalTail(wal)
+        self.floors = floors
+        self.sent: list[tuple[float, int]] = []  # (when, rows) per agent commit with samples
+        self.window = (0, 0, 0)  # (agent commits, of which with samples, rows) in the window
+        self._commits_at_start = 0
+        self.error: BaseException | None = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="mirror", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping.wait(0.1):
+                for rows in self.tail.poll():
+                    line = (json.dumps(rows) + "\n").encode()
+                    for floor in self.floors:
+                        assert floor.popen.stdin is not None
+                        floor.popen.stdin.write(line)
+                        floor.popen.stdin.flush()
+                    self.sent.append((time.time(), len(rows)))
+        except BaseException as e:
+            self.error = e
+
+    def mark_start(self) -> None:
+        self._commits_at_start = self.tail.commits
+
+    def mark_end(self, start_s: float, end_s: float) -> None:
+        sent = [n for when, n in self.sent if start_s <= when <= end_s]
+        self.window = (self.tail.commits - self._commits_at_start, len(sent), sum(sent))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        for floor in self.floors:
+            if floor.popen.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    floor.popen.stdin.close()
+
+
+def start_floor(name: str, workdir: Path, disk: Disk, one_row: bool, prewrap: bool) -> Proc:
+    ready = workdir / f"{name}.ready"
+    cmd = [sys.executable, "-m", "bench.bench_flash", "--floor-writer", str(disk.path / "floor.db"),
+           "--floor-ready", str(ready)]
+    cmd += ["--floor-one-row"] if one_row else []
+    cmd += ["--floor-prewrap"] if prewrap else []
+    proc = start(name, cmd, workdir, disk, cwd=REPO_ROOT, stdin_pipe=True)
+    deadline = time.monotonic() + 300
+    while not ready.exists():
+        if not proc.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not get ready")
+        time.sleep(0.2)
+    return proc
+
+
 def run(seconds: float, warmup: float, workdir: Path, loop: bool,
-        extra: dict[str, dict[str, object]] | None = None) -> tuple[list[Result], float, dict[str, str]]:
+        extra: dict[str, dict[str, object]] | None = None,
+        steady: bool = False) -> tuple[list[Result], float, dict[str, str], Mirror]:
     binary = vm_available()
     missing = [b for b in (NODE_EXPORTER, VMAGENT, PROMETHEUS) if not os.access(b, os.X_OK)]
     if binary is None or missing:
@@ -399,26 +647,44 @@ def run(seconds: float, warmup: float, workdir: Path, loop: bool,
                                         f"-remoteWrite.tmpDataPath={where['vmagent'].path}", "-loggerLevel=ERROR"],
                             workdir, where["vmagent"])
             procs += [agent, prom, vmagent]
+            floors = [start_floor("floor", workdir, where["floor"], False, steady),
+                      start_floor("floor-1row", workdir, where["floor-1row"], True, steady)]
+            procs += floors
+            mirror = Mirror(Path(f"{db}-wal"), floors)
+            mirror.thread.start()
             wait_http(f"http://127.0.0.1:{health_port}/metrics", proc=agent.popen)
             wait_http(f"http://127.0.0.1:{prom_port}/-/ready", proc=prom.popen)
             wait_http(f"http://127.0.0.1:{vmagent_port}/metrics", proc=vmagent.popen)
-            measured = [agent, prom, vmagent]
+            measured = [agent, prom, vmagent, *floors]
             results = [Result(p) for p in measured]
+            began = time.time()
             time.sleep(warmup)
+            # --steady: the window opens once the agent's WAL has been through a full pass and
+            # started again from its beginning (overwritten in place from then on).
+            while steady and not mirror.tail.wrapped and time.time() - began < seconds - 60:
+                _check_alive(procs, mirror)
+                time.sleep(1.0)
             start_s = time.time()
             for p in measured:
                 p.mark_start()
+            mirror.mark_start()
             results[0].files_start = sqlite_files(db)
-            while time.time() - start_s < seconds - warmup:
+            for r, name in ((results[3], "floor"), (results[4], "floor-1row")):
+                r.files_start = sqlite_files(where[name].path / "floor.db")
+            while time.time() - (began if steady else start_s) < seconds - (0 if steady else warmup):
                 time.sleep(0.5)
-                for p in procs:
-                    if not p.alive():
-                        raise RuntimeError(f"{p.name} exited with {p.popen.returncode} during the run")
+                _check_alive(procs, mirror)
             for p in measured:
                 p.mark_end()
             end_s = time.time()
+            mirror.mark_end(start_s, end_s)
             results[0].files_end = sqlite_files(db)
             results[0].where = where_bytes_go(db, workdir / "snapshot", results[0].files_start.get("-wal", 0))
+            for r, name in ((results[3], "floor"), (results[4], "floor-1row")):
+                fdb = where[name].path / "floor.db"
+                r.files_end = sqlite_files(fdb)
+                r.where = where_bytes_go(fdb, workdir / f"snapshot-{name}", r.files_start.get("-wal", 0))
+            mirror.stop()
             window_s = end_s - start_s
             agent.stop()
             prom.stop()
@@ -428,12 +694,23 @@ def run(seconds: float, warmup: float, workdir: Path, loop: bool,
             results[0].samples = stored_samples(db, start_ms, end_ms)
             results[1].samples = export_count(vm, '{job="prometheus-agent"}', start_ms, end_ms)[0]
             results[2].samples = export_count(vm, '{job="vmagent"}', start_ms, end_ms)[0]
+            # The floors store the agent's rows (the one-row floor one per round): per sample is
+            # per agent sample for both, so the ratios compare the same work.
+            results[3].samples = results[4].samples = results[0].samples
             for r in results:
                 r.syncs = sync_calls(r.proc.trace, start_s, end_s)
             fs = {name: d.fstype for name, d in where.items()}
-            return results, window_s, fs
+            return results, window_s, fs, mirror
     finally:
         vm.stop()
+
+
+def _check_alive(procs: list[Proc], mirror: Mirror) -> None:
+    for p in procs:
+        if not p.alive():
+            raise RuntimeError(f"{p.name} exited with {p.popen.returncode} during the run")
+    if mirror.error is not None:
+        raise RuntimeError(f"the mirror to the floors failed: {mirror.error!r}")
 
 
 @contextlib.contextmanager
@@ -453,7 +730,9 @@ def _stopped(procs: list[Proc]) -> Iterator[None]:
             p.stop()
 
 
-def report(results: list[Result], window_s: float, fs: dict[str, str], warmup: float) -> str:
+def report(results: list[Result], window_s: float, fs: dict[str, str], warmup: float,
+           mirrored: tuple[int, int, int] = (0, 0, 0), steady: bool = False) -> str:
+    """``mirrored``: (agent commits seen in its WAL, of which with samples, rows) in the window."""
     per_min = 60.0 / window_s
     rows: list[list[object]] = []
     for r in results:
@@ -466,11 +745,13 @@ def report(results: list[Result], window_s: float, fs: dict[str, str], warmup: f
                      "" if device is None else device / window_s / 1024,
                      "" if device is None else device / window_s * 86400 / 1e6, r.per_sample(device),
                      "" if syncs is None else syncs * per_min,
-                     "" if commits is None or p.name != "agent" else commits * per_min])
+                     "" if commits is None or p.name in ("prometheus", "vmagent") else commits * per_min])
     headers = ["process", "samples/s", "write_bytes KB/s", "MB/day", "B/sample", "device KB/s (journal incl.)",
                "device MB/day", "device B/sample", "fsyncs/min", "commits/min"]
     lines = [table(headers, rows), ""]
-    lines.append(f"window {window_s:.0f} s after a {warmup:.0f} s warm-up; data on: "
+    lines.append(f"window {window_s:.0f} s after a {warmup:.0f} s warm-up"
+                 + (" and the agent's WAL's first full pass (--steady; the floors' WALs were taken through one "
+                    "at their start)" if steady else "") + "; data on: "
                  + "; ".join(f"{name} {where}" for name, where in fs.items()))
     if not any(r.proc.device_bytes is not None for r in results):
         lines.append("no loop device (needs root and losetup): device writes not measured; write_bytes reads 0 "
@@ -480,6 +761,21 @@ def report(results: list[Result], window_s: float, fs: dict[str, str], warmup: f
             lines.append(f"{r.proc.name} sync calls per minute by file: "
                          + ", ".join(f"{k} {v * per_min:.1f}" for k, v in sorted(r.syncs.items())))
     agent = results[0]
+    commits, with_rows, rows_sent = mirrored
+    if with_rows:
+        lines.append(f"floors: the agent's commits in its WAL in the window {commits * per_min:.1f}/min, "
+                     f"{with_rows * per_min:.1f}/min with samples, {rows_sent / with_rows:.1f} rows each "
+                     f"({rows_sent} rows; the agent stored {agent.samples} with a timestamp in the window); "
+                     "'floor' commits those rows in one transaction each, 'floor-1row' the first row of each")
+    floors = {r.proc.name: r for r in results if r.proc.name.startswith("floor")}
+    for name, floor in floors.items():
+        for what, a, f in (("write_bytes", agent.proc.write_bytes, floor.proc.write_bytes),
+                           ("device", agent.proc.device_bytes, floor.proc.device_bytes)):
+            if a is not None and f:
+                lines.append(f"agent/{name} {what}: {a / f:.2f}x")
+    for r in results:
+        if r.where and r.proc.name != "agent":
+            lines.append(f"{r.proc.name}: " + r.where.replace("agent WAL", "WAL"))
     if agent.files_end:
         lines.append("agent files (start -> end of window, bytes): "
                      + ", ".join(f"{k} {agent.files_start.get(k, 0):,} -> {v:,}" for k, v in agent.files_end.items()))
@@ -498,9 +794,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=40.0, help="past the first self-metrics round (30 s)")
     parser.add_argument("--quick", action="store_true", help="~40 s run, 10 s warm-up (CI smoke)")
     parser.add_argument("--no-loop", action="store_true", help="plain temp dirs, no loop-mounted ext4 images")
+    parser.add_argument("--steady", action="store_true",
+                        help="open the window once the agent's WAL has been through a full pass (~16 min at "
+                             "the shipped config; the run still ends at --seconds)")
+    parser.add_argument("--floor-writer", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-ready", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-one-row", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-prewrap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override an agent config key (what-ifs), e.g. --set storage.wal_checkpoint_interval=1h")
     args = parser.parse_args(argv)
+    if args.floor_writer is not None:
+        return floor_writer(args.floor_writer, args.floor_one_row, args.floor_prewrap, args.floor_ready)
     seconds, warmup = (40.0, 10.0) if args.quick else (args.seconds, args.warmup)
     if seconds <= warmup + 5:
         parser.error("--seconds must exceed the warm-up by at least 5 s")
@@ -513,8 +818,8 @@ def main(argv: list[str] | None = None) -> int:
         extra.setdefault(section, {})[name] = yaml.safe_load(value)
     loop = not args.no_loop and can_loop_mount()
     with temp_dir("bench-flash-") as directory:
-        results, window_s, fs = run(seconds, warmup, Path(directory), loop, extra)
-    print(report(results, window_s, fs, warmup))
+        results, window_s, fs, mirror = run(seconds, warmup, Path(directory), loop, extra, args.steady)
+    print(report(results, window_s, fs, warmup, mirror.window, args.steady))
     return 0 if all(r.samples for r in results) else 1
 
 
