@@ -476,32 +476,53 @@ class WalTail:
         return found
 
 
-def floor_writer(path: Path, one_row: bool, prewrap: bool, ready: Path) -> int:
-    """The floor: the agent's ``samples`` table alone, on the agent's connection settings
-    (``connect``: WAL, synchronous=FULL, its page size, autocheckpoint and journal size limit),
-    one transaction per line of stdin (a JSON list of rows: one agent commit), nothing else.
-    ``one_row``: only the first row of each (the least any fsync'd commit can write).
-    ``prewrap``: first take the WAL through one full pass (rows far in the past), as the agent's
-    is once it has run ~15 minutes, so the window sees a WAL overwritten in place."""
+# The floors, each on its own filesystem, all fed the same agent commits: what the promise costs
+# at the least, and what a trade away from it (or a different key) would save.
+FLOORS: dict[str, str] = {
+    "floor": "the agent's rows, one fsync'd commit per agent commit: the agent's promise, nothing else",
+    "floor-1row": "the first row of each agent commit only: the least any fsync'd commit per round writes",
+    "floor-rowid": "the agent's rows keyed by one integer (ts << 20 | series id) in a rowid table, per commit",
+    "floor-batch3": "the agent's rows, one commit per 3 agent commits: a power cut loses up to 15 s",
+    "floor-batch6": "the agent's rows, one commit per 6 agent commits: a power cut loses up to 30 s",
+}
+
+
+def floor_writer(path: Path, name: str, prewrap: bool, ready: Path) -> int:
+    """A floor (``FLOORS``): the agent's ``samples`` table alone, on the agent's own connection
+    settings (``connect``: WAL, synchronous=FULL, its page size, autocheckpoint and journal size
+    limit), one transaction per line of stdin (a JSON list of rows: one agent commit) or per
+    ``batchN`` lines, nothing else. ``prewrap``: first take the WAL through one full pass (rows
+    far in the past), as the agent's is once it has run ~16 minutes, so the window sees a WAL
+    overwritten in place."""
     conn = connect(str(path), page_size=STORE_PAGE_SIZE)
-    conn.execute(SAMPLES_DDL)
+    rowid = name == "floor-rowid"
+    conn.execute("CREATE TABLE IF NOT EXISTS samples (key INTEGER PRIMARY KEY, value)" if rowid else SAMPLES_DDL)
+    insert = "INSERT OR IGNORE INTO samples VALUES (?, ?)" if rowid else "INSERT OR IGNORE INTO samples VALUES (?, ?, ?)"
+
+    def shaped(rows: list[Row]) -> list[tuple[object, ...]]:
+        return [((ts << 20) | sid, value) for ts, sid, value in rows] if rowid else list(rows)
+
     if prewrap:
         wal = Path(f"{path}-wal")
         salts, ts = wal.read_bytes()[16:24], 1
         while True:
             with transaction(conn):
-                conn.executemany("INSERT INTO samples VALUES (?, ?, ?)",
-                                 [(ts, sid, float(sid)) for sid in range(70)])
+                conn.executemany(insert, shaped([(ts, sid, float(sid)) for sid in range(70)]))
             ts += 1
             with wal.open("rb") as f:
                 head = f.read(WAL_HEADER)
             if head[16:24] != salts and wal.stat().st_size >= WAL_AUTOCHECKPOINT_BYTES:
                 break
     ready.write_text("ready")
-    for line in sys.stdin:
-        rows = [tuple(r) for r in json.loads(line)]
-        with transaction(conn):
-            conn.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?)", rows[:1] if one_row else rows)
+    every = int(name.removeprefix("floor-batch")) if name.startswith("floor-batch") else 1
+    batch: list[Row] = []
+    for lines, line in enumerate(sys.stdin, 1):
+        rows: list[Row] = [(int(r[0]), int(r[1]), r[2]) for r in json.loads(line)]
+        batch += rows[:1] if name == "floor-1row" else rows
+        if lines % every == 0:
+            with transaction(conn):
+                conn.executemany(insert, shaped(batch))
+            batch = []
     conn.close()
     return 0
 
@@ -540,7 +561,7 @@ def stored_samples(db: Path, start_ms: int, end_ms: int) -> int:
 def disks(workdir: Path, loop: bool) -> Iterator[dict[str, Disk]]:
     made: dict[str, Disk] = {}
     try:
-        for name in ("agent", "prometheus", "vmagent", "floor", "floor-1row"):
+        for name in ("agent", "prometheus", "vmagent", *FLOORS):
             made[name] = Disk(workdir, name, 512, loop)
         yield made
     finally:
@@ -591,11 +612,10 @@ class Mirror:
                     floor.popen.stdin.close()
 
 
-def start_floor(name: str, workdir: Path, disk: Disk, one_row: bool, prewrap: bool) -> Proc:
+def start_floor(name: str, workdir: Path, disk: Disk, prewrap: bool) -> Proc:
     ready = workdir / f"{name}.ready"
     cmd = [sys.executable, "-m", "bench.bench_flash", "--floor-writer", str(disk.path / "floor.db"),
-           "--floor-ready", str(ready)]
-    cmd += ["--floor-one-row"] if one_row else []
+           "--floor-name", name, "--floor-ready", str(ready)]
     cmd += ["--floor-prewrap"] if prewrap else []
     proc = start(name, cmd, workdir, disk, cwd=REPO_ROOT, stdin_pipe=True)
     deadline = time.monotonic() + 300
@@ -647,8 +667,7 @@ def run(seconds: float, warmup: float, workdir: Path, loop: bool,
                                         f"-remoteWrite.tmpDataPath={where['vmagent'].path}", "-loggerLevel=ERROR"],
                             workdir, where["vmagent"])
             procs += [agent, prom, vmagent]
-            floors = [start_floor("floor", workdir, where["floor"], False, steady),
-                      start_floor("floor-1row", workdir, where["floor-1row"], True, steady)]
+            floors = [start_floor(name, workdir, where[name], steady) for name in FLOORS]
             procs += floors
             mirror = Mirror(Path(f"{db}-wal"), floors)
             mirror.thread.start()
@@ -669,8 +688,8 @@ def run(seconds: float, warmup: float, workdir: Path, loop: bool,
                 p.mark_start()
             mirror.mark_start()
             results[0].files_start = sqlite_files(db)
-            for r, name in ((results[3], "floor"), (results[4], "floor-1row")):
-                r.files_start = sqlite_files(where[name].path / "floor.db")
+            for r in results[3:]:
+                r.files_start = sqlite_files(where[r.proc.name].path / "floor.db")
             while time.time() - (began if steady else start_s) < seconds - (0 if steady else warmup):
                 time.sleep(0.5)
                 _check_alive(procs, mirror)
@@ -680,10 +699,10 @@ def run(seconds: float, warmup: float, workdir: Path, loop: bool,
             mirror.mark_end(start_s, end_s)
             results[0].files_end = sqlite_files(db)
             results[0].where = where_bytes_go(db, workdir / "snapshot", results[0].files_start.get("-wal", 0))
-            for r, name in ((results[3], "floor"), (results[4], "floor-1row")):
-                fdb = where[name].path / "floor.db"
+            for r in results[3:]:
+                fdb = where[r.proc.name].path / "floor.db"
                 r.files_end = sqlite_files(fdb)
-                r.where = where_bytes_go(fdb, workdir / f"snapshot-{name}", r.files_start.get("-wal", 0))
+                r.where = where_bytes_go(fdb, workdir / f"snapshot-{r.proc.name}", r.files_start.get("-wal", 0))
             mirror.stop()
             window_s = end_s - start_s
             agent.stop()
@@ -696,7 +715,8 @@ def run(seconds: float, warmup: float, workdir: Path, loop: bool,
             results[2].samples = export_count(vm, '{job="vmagent"}', start_ms, end_ms)[0]
             # The floors store the agent's rows (the one-row floor one per round): per sample is
             # per agent sample for both, so the ratios compare the same work.
-            results[3].samples = results[4].samples = results[0].samples
+            for r in results[3:]:
+                r.samples = results[0].samples
             for r in results:
                 r.syncs = sync_calls(r.proc.trace, start_s, end_s)
             fs = {name: d.fstype for name, d in where.items()}
@@ -766,7 +786,8 @@ def report(results: list[Result], window_s: float, fs: dict[str, str], warmup: f
         lines.append(f"floors: the agent's commits in its WAL in the window {commits * per_min:.1f}/min, "
                      f"{with_rows * per_min:.1f}/min with samples, {rows_sent / with_rows:.1f} rows each "
                      f"({rows_sent} rows; the agent stored {agent.samples} with a timestamp in the window); "
-                     "'floor' commits those rows in one transaction each, 'floor-1row' the first row of each")
+                     "; the floors, fed those commits:")
+        lines += [f"  {name}: {what}" for name, what in FLOORS.items()]
     floors = {r.proc.name: r for r in results if r.proc.name.startswith("floor")}
     for name, floor in floors.items():
         for what, a, f in (("write_bytes", agent.proc.write_bytes, floor.proc.write_bytes),
@@ -799,13 +820,13 @@ def main(argv: list[str] | None = None) -> int:
                              "the shipped config; the run still ends at --seconds)")
     parser.add_argument("--floor-writer", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--floor-ready", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--floor-one-row", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-name", choices=list(FLOORS), default="floor", help=argparse.SUPPRESS)
     parser.add_argument("--floor-prewrap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override an agent config key (what-ifs), e.g. --set storage.wal_checkpoint_interval=1h")
     args = parser.parse_args(argv)
     if args.floor_writer is not None:
-        return floor_writer(args.floor_writer, args.floor_one_row, args.floor_prewrap, args.floor_ready)
+        return floor_writer(args.floor_writer, args.floor_name, args.floor_prewrap, args.floor_ready)
     seconds, warmup = (40.0, 10.0) if args.quick else (args.seconds, args.warmup)
     if seconds <= warmup + 5:
         parser.error("--seconds must exceed the warm-up by at least 5 s")
