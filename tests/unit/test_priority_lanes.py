@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import sqlite3
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from belabox_metrics.store.migrations import migrate
 from belabox_metrics.store.queue import SKIP_AHEAD_MS, SampleQueue, SeriesLanes
 from belabox_metrics.store.schema import MIGRATIONS
 from belabox_metrics.upload.encode import wire_format
+from belabox_metrics.upload.transport import Response
 from belabox_metrics.upload.uploader import Uploader, UploadPolicy
 from tests.unit.test_uploader import ScriptedTransport
 
@@ -297,13 +299,26 @@ def test_migration_to_lanes_keeps_progress_and_applies_the_classes(tmp_path: Pat
                                                              ("memory_used_bytes", 7.0), ("memory_used_bytes", 9.0)]
 
 
+class InFlight(ScriptedTransport):
+    """Runs ``during`` while each request is on the wire, then answers as scripted."""
+
+    def __init__(self, during: Callable[[], None]) -> None:
+        super().__init__()
+        self.during = during
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        self.during()
+        return super().post(url, body, headers)
+
+
 # BELABOX_LANE_SEEDS=1000 for a long run (300 seeds found the re-sent duplicate key).
 @pytest.mark.parametrize("cached", [True, False], ids=["states-cached", "states-read"])
 @pytest.mark.parametrize("seed", range(int(os.environ.get("BELABOX_LANE_SEEDS", "12"))))
 def test_random_interleavings_deliver_every_sample_exactly_once(tmp_path: Path, seed: int, cached: bool) -> None:
-    """Appends (some with old timestamps), partial acknowledgements, live/not live, and a class
-    change mid-way, at random: every stored sample is delivered once, and outside the late
-    path each series arrives in time order. The uploader's queue caches the lanes' states as
+    """Appends (some with old timestamps, some while a request is in flight, by either
+    connection), partial acknowledgements, live/not live, and a class change mid-way, at
+    random: every stored sample is delivered once, and outside the late path each series
+    arrives in time order. The uploader's queue caches the lanes' states as
     the agent's upload thread does, or reads them each time."""
     rng = random.Random(seed)
     names = ["srt.rtt_seconds", "cpu.usage_percent", "memory.used_bytes", "disk.reads_total"]
@@ -311,7 +326,6 @@ def test_random_interleavings_deliver_every_sample_exactly_once(tmp_path: Path, 
     queue = reopen(tmp_path, settings[0], owns_upload_state=cached)
     other = reopen(tmp_path, settings[0])   # the collection thread's queue
     other.lanes = queue.lanes
-    transport = ScriptedTransport()
     # What the store keeps: the first value per (series, timestamp); a later sample with the
     # same key (the generator makes some) is ignored, and must not re-send the stored one.
     stored: dict[tuple[str, int], float] = {}
@@ -320,18 +334,30 @@ def test_random_interleavings_deliver_every_sample_exactly_once(tmp_path: Path, 
     clock_ms = NOW_MS - 3_600_000
     value = 0.0
     current = 0
-    for step in range(60):
+
+    def store(into: SampleQueue, count: int, backdate: float) -> None:
+        nonlocal clock_ms, value
         batch = []
-        for _ in range(rng.randint(0, 12)):
+        for _ in range(count):
             clock_ms += rng.randint(1, 400)
-            stamp = clock_ms - (rng.randint(1, 30_000) if rng.random() < 0.1 else 0)
+            stamp = clock_ms - (rng.randint(1, 30_000) if rng.random() < backdate else 0)
             value += 1
             batch.append(Sample(rng.choice(names), value, stamp, ()))
             if stamp != clock_ms:
                 backdated.add((batch[-1].name.replace(".", "_"), stamp, value))
-        other.append(batch)
+        into.append(batch)
         for s in batch:
             stored.setdefault((s.name.replace(".", "_"), s.timestamp_ms), s.value)  # type: ignore[arg-type]
+
+    def while_in_flight() -> None:
+        # Between a claim and its acknowledgement: samples committed behind the claim (older
+        # keys inside the claimed range) by the other connection, or by this one.
+        if rng.random() < 0.3:
+            store(other if rng.random() < 0.8 else queue, rng.randint(1, 3), backdate=0.5)
+
+    transport = InFlight(while_in_flight)
+    for step in range(60):
+        store(other, rng.randint(0, 12), backdate=0.1)
         if step == 30:
             current = 1
             queue = reopen(tmp_path, settings[1], owns_upload_state=cached)
@@ -342,6 +368,7 @@ def test_random_interleavings_deliver_every_sample_exactly_once(tmp_path: Path, 
                           max_samples=rng.randint(1, 15), max_batches_per_cycle=rng.randint(1, 4))
             up.run_cycle()
             moved += queue.apply_classes([URL])[0]
+    transport.during = lambda: None  # the last cycles deliver what is stored
     up = uploader(queue, transport, settings=settings[current], max_samples=50)
     up.run_cycle()
     moved += queue.apply_classes([URL])[0]

@@ -30,7 +30,6 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
 
 from belabox_metrics.logs import mask_secrets
 from belabox_metrics.model import Labels, Sample
@@ -46,7 +45,7 @@ from belabox_metrics.store.progress import (
     UploadProgress,
     UploadState,
 )
-from belabox_metrics.store.series import LANES, Row, SeriesCatalogue, SeriesLanes
+from belabox_metrics.store.series import LANES, RawRow, Row, SeriesCatalogue, SeriesLanes
 
 # An empty lane's mark is moved up to the newest sample once it trails by this much, so
 # looking for its rows never scans a long stretch of other lanes' samples.
@@ -54,12 +53,51 @@ SKIP_AHEAD_MS = 10 * 60_000
 _IN_LANE = IN_LANE_SQL
 
 
-class Claim(NamedTuple):
-    """Rows handed to an uploader, ascending by key, from one region of one lane."""
+Seen = tuple[int, int, UploadState]  # (data_version, total_changes, the lane's progress)
 
-    region: str  # "late" | "fresh" | "backlog"
-    rows: list[Row]
-    lane: int = -1  # -1 for late rows (any lane)
+
+class Claim:
+    """Rows handed to an uploader, ascending by key, from one region of one lane.
+
+    ``raw`` holds them as stored, ``(ts, series_id, value)``: what the uploader validates and
+    encodes (a claim at thousands of series is ten thousand rows, and a Row and a Sample each
+    were a third of the upload thread's CPU). ``rows`` decodes them into Rows, once, when
+    asked. ``seen`` is what the store looked like when the rows were read (other
+    connections' commits, this connection's own changes, the lane's progress): an
+    acknowledgement finding all three unchanged knows no row can have been committed into
+    the claimed range since, and skips counting the range (store/outbox.py
+    ``_record_stragglers``)."""
+
+    __slots__ = ("_catalogue", "_rows", "lane", "raw", "region", "seen")
+
+    def __init__(self, region: str, raw: list[RawRow], lane: int = -1,
+                 catalogue: SeriesCatalogue | None = None, seen: Seen | None = None) -> None:
+        self.region = region  # "late" | "fresh" | "backlog"
+        self.raw = raw
+        self.lane = lane  # -1 for late rows (any lane)
+        self.seen = seen
+        self._catalogue = catalogue
+        self._rows: list[Row] | None = None
+
+    @property
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            if self._catalogue is None:
+                raise ValueError("a claim without its catalogue cannot decode its rows")
+            self._rows = self._catalogue.rows(self.raw)
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Claim) and (self.region, self.lane, self.raw)
+                == (other.region, other.lane, other.raw))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Claim({self.region!r}, {len(self.raw)} rows, lane={self.lane})"
 
 
 class Outbox:
@@ -207,17 +245,28 @@ class Outbox:
         self.book.record_late(late)
 
     # -- reading what is pending -------------------------------------------------------
-    def _select(self, lane: int, keys: KeyRange, limit: int, descending: bool = False) -> list[Row]:
+    def _select(self, lane: int, keys: KeyRange, limit: int, descending: bool = False) -> list[RawRow]:
         order = "DESC" if descending else "ASC"
         where, params = keys.sql()
-        rows = self.conn.execute(
+        rows: list[RawRow] = self.conn.execute(
             f"SELECT ts, series_id, value FROM samples WHERE {where} AND {_IN_LANE} "
             f"ORDER BY ts {order}, series_id {order} LIMIT ?",
             (*params, lane, limit),
         ).fetchall()
         if descending:
             rows.reverse()
-        return self.catalogue.rows(rows)
+        return rows
+
+    def _claim(self, region: str, raw: list[RawRow], lane: int = -1,
+               seen: tuple[int, int] | None = None, basis: UploadState | None = None) -> Claim:
+        return Claim(region, raw, lane, self.catalogue,
+                     None if seen is None or basis is None else (*seen, basis))
+
+    def store_seen(self) -> tuple[int, int]:
+        """(data_version, total_changes): the same at two calls, nothing was written to the
+        database in between, by this connection or any other. Read it before the rows it
+        vouches for."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0]), self.conn.total_changes
 
     def next_batch(self, destination: str, limit: int, *, newest_first: bool = False,
                    lanes: Sequence[int] = LANES) -> Claim | None:
@@ -249,41 +298,45 @@ class Outbox:
         claims: list[Claim] = []
         room = limit
         if late:
-            claims.append(Claim("late", self.catalogue.rows(late)))
+            claims.append(self._claim("late", late))
             room -= len(late)
-        version = int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        # Read before the lanes' rows: see Claim.seen.
+        seen = self.store_seen()
+        version = seen[0]
         for lane in serve:
             if room <= 0 or (claims and not combine):
                 break
             if self._empty_lanes.get((destination, lane)) == version:
                 continue  # nothing committed by anyone else since it was found empty
-            claim = self._lane_batch(destination, lane, room, newest_first)
+            claim = self._lane_batch(destination, lane, room, newest_first, seen)
             if claim is not None:
                 claims.append(claim)
-                room -= len(claim.rows)
+                room -= len(claim.raw)
                 self._empty_lanes.pop((destination, lane), None)
             else:
                 self._empty_lanes[(destination, lane)] = version
         return claims
 
-    def _lane_batch(self, destination: str, lane: int, limit: int, newest_first: bool) -> Claim | None:
+    def _lane_batch(self, destination: str, lane: int, limit: int, newest_first: bool,
+                    seen: tuple[int, int] | None = None) -> Claim | None:
         state = self.book.state(destination, lane)
         unsent = state.unsent_ranges  # the one sent rule (store/progress.py)
         if len(unsent) == 2:  # a fresh range: what is above it first, then the backlog below
             backlog, above_fresh = unsent
             rows = self._select(lane, above_fresh, limit)
             if rows:
-                return Claim("fresh", rows, lane)
+                return self._claim("fresh", rows, lane, seen, state)
             rows = self._select(lane, backlog, limit)
-            return Claim("backlog", rows, lane) if rows else None
+            return self._claim("backlog", rows, lane, seen, state) if rows else None
         rows = self._select(lane, unsent[0], limit + 1)
         if not rows:
             self._skip_ahead(destination, lane, state)
             return None
         if len(rows) <= limit or not newest_first:
-            return Claim("backlog", rows[:limit], lane)
+            return self._claim("backlog", rows[:limit], lane, seen, state)
         # More than one request's worth is pending: the newest chunk goes first.
-        return Claim("fresh", self._select(lane, unsent[0], limit, descending=True), lane)
+        return self._claim("fresh", self._select(lane, unsent[0], limit, descending=True),
+                           lane, seen, state)
 
     def _skip_ahead(self, destination: str, lane: int, state: UploadState) -> None:
         """Nothing of ``lane`` is pending: when its mark trails the newest sample by a long
@@ -320,12 +373,14 @@ class Outbox:
         together, in order, as ``next_claims`` returned them and one request carried them.
         Every claim's progress and the ``dead`` rows are saved in one transaction."""
         now_ms = int(time.time() * 1000)
-        remaining = sum(len(c.rows) for c in claims) if count is None else count
+        remaining = sum(len(c.raw) for c in claims) if count is None else count
         # Progress alone rides on the next append's commit (UploadProgress); an acknowledgement
         # that writes rows (dead letters, stragglers) commits it, and all unsaved progress, now.
         defer = self._owner and self.shared_progress is not None and not dead and not self.shared_progress.overdue()
         written: dict[tuple[str, int], UploadState] = {}
         with self._write(adds_samples=False):
+            # Under the write lock (nobody can commit now), before this transaction writes.
+            seen = self.store_seen()
             wrote_rows = bool(dead)
             if dead:
                 self.conn.executemany(
@@ -337,24 +392,26 @@ class Outbox:
             for claim in claims:
                 if remaining <= 0:
                     break
-                acked = claim.rows[:remaining]
+                acked = claim.raw if remaining >= len(claim.raw) else claim.raw[:remaining]
                 remaining -= len(acked)
                 if acked:
-                    wrote_rows = self._ack_rows(destination, claim, acked, defer=defer) or wrote_rows
+                    wrote_rows = self._ack_rows(destination, claim, acked, seen, defer=defer) or wrote_rows
             if wrote_rows or not defer:
                 written = self.book.write_unsaved()
         if written and self.shared_progress is not None:
             self.shared_progress.saved(written)
 
-    def _ack_rows(self, destination: str, claim: Claim, acked: Sequence[Row], *, defer: bool = False) -> bool:
+    def _ack_rows(self, destination: str, claim: Claim, acked: Sequence[RawRow], seen: tuple[int, int],
+                  *, defer: bool = False) -> bool:
         """Move the progress over ``acked``; True when rows were written (late rows deleted,
-        stragglers recorded), so the transaction commits anyway."""
+        stragglers recorded), so the transaction commits anyway. ``seen``: ``store_seen``
+        when the acknowledgement began."""
         if claim.region == "late":
-            self.book.forget_late(destination, [r.key for r in acked])
+            self.book.forget_late(destination, [(r[0], r[1]) for r in acked])
             return True
         lane = claim.lane
         state = self.book.state(destination, lane)
-        first, last = acked[0].key, acked[-1].key
+        first, last = (acked[0][0], acked[0][1]), (acked[-1][0], acked[-1][1])
         if claim.region == "fresh":
             if state.fresh_lo is None:
                 lower, new_state = _before(first), UploadState(state.mark, first, last)
@@ -364,22 +421,27 @@ class Outbox:
         else:
             lower = state.mark
             new_state = UploadState(max(last, state.mark), state.fresh_lo, state.fresh_hi)
-        stragglers = self._record_stragglers(destination, lane, lower, last, acked)
+        unchanged = claim.seen is not None and claim.seen == (*seen, state)
+        stragglers = not unchanged and self._record_stragglers(destination, lane, lower, last, acked)
         self.book.save(destination, lane, self._merged(lane, new_state), defer=defer and not stragglers)
         return stragglers
 
     def _record_stragglers(self, destination: str, lane: int, lower: Key, upper: Key,
-                           acked: Sequence[Row]) -> bool:
+                           acked: Sequence[RawRow]) -> bool:
         """Rows of the lane inside (lower, upper] that the acknowledged request did not carry
         (committed after the claim was read, with an older timestamp) become late, never
-        skipped."""
+        skipped. Not called when nothing was written to the database since the claim's rows
+        were read and the lane's progress is the one they were read against (Claim.seen):
+        the range then holds exactly the rows the claim carried (a claim is a contiguous run
+        of its lane's keys), and counting it was most of an acknowledgement at thousands of
+        series."""
         in_range = int(self.conn.execute(
             f"SELECT COUNT(*) FROM samples WHERE (ts, series_id) > (?, ?) AND (ts, series_id) <= (?, ?) "
             f"AND {_IN_LANE}", (*lower, *upper, lane),
         ).fetchone()[0])
         if in_range == len(acked):
             return False
-        carried = {r.key for r in acked}
+        carried = {(r[0], r[1]) for r in acked}
         stragglers = [
             (destination, ts, sid)
             for ts, sid in self.conn.execute(

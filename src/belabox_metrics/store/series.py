@@ -18,6 +18,7 @@ from typing import NamedTuple
 from belabox_metrics.model import Labels, Sample, decode_labels, encode_labels
 
 Key = tuple[int, int]  # (timestamp_ms, series_id): a sample's place in the queue
+RawRow = tuple[int, int, object]  # (timestamp_ms, series_id, value): a sample as stored
 NUMERIC, TEXT = 0, 1
 LANES = (0, 1, 2, 3)  # priority classes P0 (first) ... P3
 DEFAULT_LANE = 2

@@ -34,6 +34,7 @@ from belabox_metrics.model import Sample
 from belabox_metrics.sdnotify import Heartbeat
 from belabox_metrics.selfmetrics import Family, Histogram
 from belabox_metrics.store.queue import LANES, Row, SampleQueue
+from belabox_metrics.store.series import RawRow
 from belabox_metrics.upload.backoff import backoff_delay, parse_retry_after
 from belabox_metrics.upload.bandwidth import TokenBucket
 from belabox_metrics.upload.encode import WireFormat
@@ -191,7 +192,7 @@ class _Probe(_Stop):
 class _Bisection:
     """One claim's delivery: each row's outcome, when siblings were accepted, the budget."""
 
-    def __init__(self, rows: Sequence[Row], max_requests: int) -> None:
+    def __init__(self, rows: Sequence[RawRow], max_requests: int) -> None:
         self.rows = rows
         self.outcome: list[object] = [None] * len(rows)
         self.accept_seqs: list[int] = []
@@ -337,7 +338,7 @@ class Uploader:
             if not claims:
                 break
             result.batches += 1
-            rows = [row for claim in claims for row in claim.rows]
+            rows = claims[0].raw if len(claims) == 1 else [row for claim in claims for row in claim.raw]
             delivery = self._deliver_claim(rows, deadline)
             if delivery.resolved:
                 self.queue.ack_claims(self.destination, claims, delivery.resolved, delivery.dead)
@@ -373,27 +374,41 @@ class Uploader:
         return (self.stop.is_set() and deadline is None) or (
             deadline is not None and self.clock.monotonic() >= deadline)
 
-    def _deliver_claim(self, rows: Sequence[Row], deadline: float | None) -> _Delivery:
+    def _deliver_claim(self, rows: Sequence[RawRow], deadline: float | None) -> _Delivery:
+        """Validate the claimed rows (as stored: ts, series id, value) and deliver those the
+        destination may see."""
         now_ms = int(self.clock.wall() * 1000)
         # Rows the destination must never see are resolved up front, as dead letters (or,
         # for text, as kept-locally), and acknowledged with the chunk around them.
         dead: dict[int, str] = {}
-        send_index: list[int] = []
+        odd: list[int] = []
         oldest, newest = now_ms - self.policy.max_age_ms, now_ms + self.policy.max_future_ms
-        for index, row in enumerate(rows):
-            sample = row.sample
-            value = sample.value
-            # The common case inline (a claim is thousands of rows): finite (x - x is NaN for
-            # inf and NaN) and inside the window; check_sample says why otherwise.
-            if value is not None and value - value == 0.0 and oldest <= sample.timestamp_ms <= newest:
-                send_index.append(index)
-                continue
-            problem = check_sample(sample, now_ms, self.policy)
-            if problem is not None:
-                dead[index] = problem
-            elif value is not None:
-                send_index.append(index)
-        delivery = self._deliver([rows[i] for i in send_index], deadline)
+        for index, (ts, _, value) in enumerate(rows):
+            # The common case inline (a claim is thousands of rows): a float (a numeric
+            # series' value; text is a str, NaN is stored as NULL), finite (x - x is NaN for
+            # inf) and inside the window.
+            if value.__class__ is not float or value - value != 0.0 or not oldest <= ts <= newest:
+                odd.append(index)
+        send = rows
+        send_index: Sequence[int] = range(len(rows))
+        if odd:
+            # The others as Samples (check_sample says why): text stays local, the rest is
+            # dead or (an integer stored as such) sent as the float it decodes to.
+            send_index, send, at = [], [], 0
+            for index in [*odd, len(rows)]:
+                send_index.extend(range(at, index))
+                send.extend(rows[at:index])
+                at = index + 1
+                if index == len(rows):
+                    break
+                row = self._row(rows[index])
+                problem = check_sample(row.sample, now_ms, self.policy)
+                if problem is not None:
+                    dead[index] = problem
+                elif row.sample.value is not None:
+                    send_index.append(index)
+                    send.append((row.ts, row.series_id, row.sample.value))
+        delivery = self._deliver(send, deadline)
         # Map the resolved prefix of the sent rows back onto the claim's rows.
         if delivery.resolved == len(send_index):
             resolved = len(rows)
@@ -401,10 +416,13 @@ class Uploader:
             resolved = send_index[0] if send_index else len(rows)
         else:
             resolved = send_index[delivery.resolved - 1] + 1
-        skipped = [(rows[i], reason) for i, reason in dead.items() if i < resolved]
+        skipped = [(self._row(rows[i]), reason) for i, reason in dead.items() if i < resolved]
         return _Delivery(resolved, skipped + delivery.dead, delivery.accepted, delivery.error)
 
-    def _deliver(self, rows: Sequence[Row], deadline: float | None) -> _Delivery:
+    def _row(self, raw: RawRow) -> Row:
+        return self.queue.catalogue.row(*raw)
+
+    def _deliver(self, rows: Sequence[RawRow], deadline: float | None) -> _Delivery:
         """Deliver ``rows`` in order. A request too large is split; one refused as bad
         content is bisected, within a budget, to find the sample the destination refuses.
 
@@ -435,7 +453,7 @@ class Uploader:
                         resolved = index + 1
                         continue
                 if isinstance(outcome, _Refused) and (outcome.named or run.proven(outcome)):
-                    dead.append((rows[index], outcome.reason))
+                    dead.append((self._row(rows[index]), outcome.reason))
                     resolved = index + 1
                     continue
                 if error is None:
@@ -480,7 +498,7 @@ class Uploader:
         refusal of the content is returned as a _Probe instead of being bisected."""
         rows = run.rows[lo:hi]
         if known is None:
-            body = self.fmt.body([r.sample for r in rows], int(self.clock.wall() * 1000))
+            body = self.fmt.body_rows(rows, self.queue.catalogue.series, int(self.clock.wall() * 1000))
             # Requests while a stream is live must also fit the bandwidth budget's bucket.
             limit = self.request_limit()
             if depth == 0:
