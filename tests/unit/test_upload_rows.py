@@ -47,7 +47,7 @@ def test_a_body_from_stored_rows_is_the_body_of_their_samples(tmp_path_factory: 
     shuffled = data.draw(st.permutations(raw)) if data.draw(st.booleans()) else raw
     by_key = {row.key: row.sample for claim in claims for row in claim.rows}
     samples = [by_key[(ts, sid)] for ts, sid, _ in shuffled]
-    assert fmt.body_rows(shuffled, queue.catalogue.series, NOW_MS) == fmt.body(samples, NOW_MS)
+    assert fmt.body_rows(shuffled, queue.catalogue, NOW_MS) == fmt.body(samples, NOW_MS)
 
 
 def uploader(queue: SampleQueue, transport: ScriptedTransport) -> Uploader:

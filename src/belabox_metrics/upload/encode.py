@@ -20,9 +20,9 @@ content encoding. Only finite numeric samples are ever put on the wire; the uplo
 before encoding.
 
 The uploader hands a format the rows as the store keeps them, ``(ts, series_id, value)``,
-with the catalogue's ``series_of(series_id) -> (name, labels, value type)``
-(``WireFormat.body_rows``). ``vm-jsonl`` encodes those directly (``vm_jsonl_rows``: grouped by
-series id, each series' line head looked up once per request); the other formats build
+with the catalogue their series ids come from
+(``WireFormat.body_rows``). ``vm-jsonl`` encodes those directly (``VmRowEncoder``: grouped by
+series id, each series' line head cached by its id); the other formats build
 Samples from them first. At thousands of series a claim is ten thousand rows, and a Sample
 and a Row object per row were a third of the upload thread's CPU.
 """
@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, Protocol, cast
 
 from belabox_metrics.model import Labels, Sample
 from belabox_metrics.naming import (  # noqa: F401 - re-exported for callers of the old home
@@ -49,7 +50,6 @@ from belabox_metrics.upload.series import SeriesHeads, series_labels  # noqa: F4
 
 SEED_JSON_CONTENT_TYPE = "application/json"
 RawRow = tuple[int, int, object]  # (ts, series_id, value) as the store keeps a sample
-SeriesOf = Callable[[int], tuple[str, Labels, int]]  # series id -> (name, labels, value type)
 TEXT_SERIES = 1  # the value type of a text series (store/series.py TEXT): never sent
 # The default of remote.compression_level. Against level 1: 10 % fewer bytes online, 19 % fewer
 # for a backlog, for ~0.2 µs more CPU per sample, which the bandwidth budget bounds (bench_wire).
@@ -106,41 +106,76 @@ def vm_jsonl(heads: VmSeriesHeads, samples: Sequence[Sample]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def vm_jsonl_rows(heads: VmSeriesHeads, series_of: SeriesOf, rows: Sequence[RawRow]) -> bytes:
-    """``vm_jsonl`` of stored rows, byte for byte what it makes of their Samples: grouped by
-    series id (one id per (name, labels) of a numeric series), lines in the order each series
-    first appears, each series' head looked up once. The uploader passes only finite float
-    values; a text series' rows are left out (text is never sent)."""
-    grouped: dict[int, tuple[list[int], list[float]]] = {}
-    unsorted: set[int] = set()
-    get = grouped.get
-    for ts, sid, value in rows:
-        group = get(sid)
-        if group is None:
-            grouped[sid] = ([ts], [value])  # type: ignore[list-item]
-            continue
-        stamps = group[0]
-        if ts < stamps[-1]:
-            unsorted.add(sid)
-        stamps.append(ts)
-        group[1].append(value)  # type: ignore[arg-type]
-    for sid in unsorted:
-        stamps, values = grouped[sid]
-        pairs = sorted(zip(stamps, values, strict=True))
-        grouped[sid] = ([p[0] for p in pairs], [p[1] for p in pairs])
-    head = heads.head
-    lines: list[str] = []
-    append = lines.append
-    for sid, (stamps, values) in grouped.items():
-        name, labels, value_type = series_of(sid)
-        if value_type == TEXT_SERIES:
-            continue
-        # naming.number inline (a call per value was a tenth of the encoding).
-        append(f'{head(name, labels)},"values":['
-               + ",".join([str(int(v)) if v.is_integer() and -1e15 < v < 1e15 else repr(float(f"{v:.12g}"))
-                           for v in values])
-               + f'],"timestamps":[{",".join(map(str, stamps))}]}}')
-    return ("\n".join(lines) + "\n").encode()
+class SeriesSource(Protocol):
+    """What a row encoder asks about a series id: the store's catalogue (store/series.py)."""
+
+    def series(self, series_id: int) -> tuple[str, Labels, int]: ...  # (name, labels, value type)
+
+
+class VmRowEncoder:
+    """``vm_jsonl`` of stored rows, byte for byte what it makes of their Samples.
+
+    Grouped by series id (one id per (name, labels) of a numeric series), lines in the order
+    each series first appears. Each series' line head (``{"metric":{...},"values":[``) is
+    cached by its id for the catalogue it came from (ids are that database's; another
+    catalogue starts a new cache). Values and timestamps are formatted as they are grouped:
+    at thousands of series a request carries one or two samples per series, so what costs is
+    per series, not per sample. The uploader passes only finite float values; a text series'
+    rows are left out (text is never sent)."""
+
+    def __init__(self, heads: VmSeriesHeads) -> None:
+        self.heads = heads
+        self._source: SeriesSource | None = None
+        self._by_id: dict[int, str | None] = {}
+
+    def encode(self, rows: Sequence[RawRow], source: SeriesSource) -> bytes:
+        if source is not self._source:
+            self._source, self._by_id = source, {}
+        grouped: dict[int, list[Any]] = {}  # id -> [values text, timestamps text, last ts]
+        get = grouped.get
+        unsorted: set[int] = set()
+        for ts, sid, v in cast("Sequence[tuple[int, int, float]]", rows):  # finite floats (the uploader's check)
+            # naming.number inline: a call per value was a tenth of the encoding.
+            text = str(int(v)) if v.is_integer() and -1e15 < v < 1e15 else repr(float(f"{v:.12g}"))
+            group = get(sid)
+            if group is None:
+                grouped[sid] = [text, str(ts), ts]
+                continue
+            if ts < group[2]:
+                unsorted.add(sid)
+            group[0] += "," + text
+            group[1] += "," + str(ts)
+            group[2] = ts
+        if unsorted:
+            self._sort(rows, grouped, unsorted)
+        heads, by_id = self._by_id, self._line_head
+        parts: list[str] = []
+        extend = parts.extend
+        for sid, (values, stamps, _) in grouped.items():
+            head = heads.get(sid, "")
+            if head == "":
+                head = by_id(sid, source)
+            if head is not None:
+                extend((head, values, '],"timestamps":[', stamps, "]}\n"))
+        return ("".join(parts) or "\n").encode()
+
+    def _line_head(self, sid: int, source: SeriesSource) -> str | None:
+        name, labels, value_type = source.series(sid)
+        head = None if value_type == TEXT_SERIES else self.heads.head(name, labels) + ',"values":['
+        self._by_id[sid] = head
+        return head
+
+    @staticmethod
+    def _sort(rows: Sequence[RawRow], grouped: dict[int, list[Any]], unsorted: set[int]) -> None:
+        """Series whose rows came out of time order (late rows ahead of a lane's)."""
+        pairs: dict[int, list[tuple[int, float]]] = {sid: [] for sid in unsorted}
+        for ts, sid, v in rows:
+            if sid in pairs:
+                pairs[sid].append((ts, v))  # type: ignore[arg-type]
+        for sid, found in pairs.items():
+            found.sort()
+            grouped[sid][0] = ",".join(map(number, [v for _, v in found]))
+            grouped[sid][1] = ",".join([str(ts) for ts, _ in found])
 
 
 def gzip_bytes(body: bytes, level: int = GZIP_LEVEL) -> bytes:
@@ -162,26 +197,27 @@ class WireFormat:
     compress: Callable[[bytes], bytes] = gzip_bytes
     content_encoding: str = "gzip"
     headers: Mapping[str, str] = field(default_factory=dict)  # more request headers
-    # encode_rows(rows, series_of, sent_at_ms) -> the same body as encode of their Samples
+    # encode_rows(rows, source, sent_at_ms) -> the same body as encode of their Samples
     # (None: body_rows builds the Samples and calls encode)
-    encode_rows: Callable[[Sequence[RawRow], SeriesOf, int], bytes] | None = None
+    encode_rows: Callable[[Sequence[RawRow], SeriesSource, int], bytes] | None = None
 
     def body(self, samples: Sequence[Sample], sent_at_ms: int) -> bytes:
         """The request body: encoded, then compressed."""
         return self.compress(self.encode(samples, sent_at_ms))
 
-    def body_rows(self, rows: Sequence[RawRow], series_of: SeriesOf, sent_at_ms: int) -> bytes:
-        """The request body for stored rows: what ``body`` makes of their Samples."""
+    def body_rows(self, rows: Sequence[RawRow], source: SeriesSource, sent_at_ms: int) -> bytes:
+        """The request body for stored rows (``source``: the catalogue their ids are from):
+        what ``body`` makes of their Samples."""
         if self.encode_rows is not None:
-            return self.compress(self.encode_rows(rows, series_of, sent_at_ms))
-        return self.body(samples_of(rows, series_of), sent_at_ms)
+            return self.compress(self.encode_rows(rows, source, sent_at_ms))
+        return self.body(samples_of(rows, source), sent_at_ms)
 
 
-def samples_of(rows: Sequence[RawRow], series_of: SeriesOf) -> list[Sample]:
+def samples_of(rows: Sequence[RawRow], source: SeriesSource) -> list[Sample]:
     """The Samples of stored rows (the formats without a row encoder)."""
     out = []
     for ts, sid, value in rows:
-        name, labels, value_type = series_of(sid)
+        name, labels, value_type = source.series(sid)
         if value_type == TEXT_SERIES:
             out.append(Sample(name, None, ts, labels, None if value is None else str(value)))
         else:
@@ -199,9 +235,10 @@ def wire_format(name: str, device_id: str, compression_level: int | None = None)
                           lambda samples, now_ms: seed_json(device_id, samples, now_ms), gzip_at_level)
     if name == "vm-jsonl":
         heads = VmSeriesHeads(device_id)
+        row_encoder = VmRowEncoder(heads)
         return WireFormat("vm-jsonl", "application/x-ndjson", lambda samples, now_ms: vm_jsonl(heads, samples),
                           gzip_at_level,
-                          encode_rows=lambda rows, series_of, now_ms: vm_jsonl_rows(heads, series_of, rows))
+                          encode_rows=lambda rows, source, now_ms: row_encoder.encode(rows, source))
     if name == "remote-write":
         from belabox_metrics.upload import remote_write
 

@@ -498,7 +498,7 @@ class Uploader:
         refusal of the content is returned as a _Probe instead of being bisected."""
         rows = run.rows[lo:hi]
         if known is None:
-            body = self.fmt.body_rows(rows, self.queue.catalogue.series, int(self.clock.wall() * 1000))
+            body = self.fmt.body_rows(rows, self.queue.catalogue, int(self.clock.wall() * 1000))
             # Requests while a stream is live must also fit the bandwidth budget's bucket.
             limit = self.request_limit()
             if depth == 0:
