@@ -39,6 +39,8 @@ from belabox_metrics.collectors.procfs import FsRoot, KernelFile
 from belabox_metrics.model import Sample
 from belabox_metrics.validation import Reader
 
+_new_tuple = tuple.__new__
+
 DEFAULT_EXCLUDE = r"lo|docker.*|veth.*|br-.*|wlan.*mon|virbr.*"
 DEFAULT_MAX_INTERFACES = 32
 # Interfaces remembered beyond the cap (re-enumerated modems come and go); the least recently
@@ -221,8 +223,11 @@ class NetworkCollector:
         chosen = self._choose(list(by_name))
         cycle = self._cycle = self._cycle + 1
         samples: list[Sample] = []
-        append = samples.append
+        append, extend = samples.append, samples.extend
         interfaces = self._interfaces
+        # Samples built with tuple.__new__ (Sample's own __new__ is Python code filling the
+        # defaults): at hundreds of interfaces this loop builds thousands a cycle.
+        new = _new_tuple
         for name in chosen:
             counters = by_name[name]
             state = interfaces.get(name)
@@ -231,8 +236,8 @@ class NetworkCollector:
             labels = state.labels
             values = counters[1:]
             ifindex = self.ifindex(name)
-            for metric, value in zip(COUNTERS, values, strict=True):
-                append(Sample(metric, float(value), now_ms, labels))
+            extend([new(Sample, (metric, float(value), now_ms, labels, None))
+                    for metric, value in zip(COUNTERS, values, strict=True)])
             if state.values:
                 deltas, reset = counter_deltas(state.values, values)
                 if not reset and ifindex is not None and state.ifindex is not None \
@@ -243,9 +248,9 @@ class NetworkCollector:
                 # A rate needs the previous cycle; an interface back after an absence
                 # only gets its reset counted.
                 if elapsed is not None and state.seen == cycle - 1:
-                    append(Sample(RECEIVE_RATE, per_second(deltas[0], elapsed), now_ms, labels))
-                    append(Sample(TRANSMIT_RATE, per_second(deltas[4], elapsed), now_ms, labels))
-            append(Sample(RESETS, float(state.resets), now_ms, labels))
+                    append(new(Sample, (RECEIVE_RATE, per_second(deltas[0], elapsed), now_ms, labels, None)))
+                    append(new(Sample, (TRANSMIT_RATE, per_second(deltas[4], elapsed), now_ms, labels, None)))
+            append(new(Sample, (RESETS, float(state.resets), now_ms, labels, None)))
             state.values = values
             state.ifindex = ifindex
             state.seen = cycle
