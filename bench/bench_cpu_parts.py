@@ -1,6 +1,7 @@
 """Where the agent's CPU goes at the default config: per thread, per part, per SQL statement.
 
     .venv/bin/python -m bench.bench_cpu_parts [--seconds 60] [--warmup 40] [--trace-sql] [--sync normal] [--quick]
+        [--scale N] [--profile FILE]
 
 The real agent (``Agent.run`` in this process, configs/config.yaml's host collectors as
 bench_footprint runs them, thermal mocked where there is no zone) uploads vm-jsonl to a real
@@ -17,7 +18,11 @@ VictoriaMetrics on loopback. Over the window after the warm-up it reports:
   (``sqlite3.Connection.set_trace_callback``; the callback itself costs CPU, so the figures
   above are best read from a run without it);
 - with ``--sync normal``, the same with ``PRAGMA synchronous=NORMAL`` (no fsync per commit):
-  a what-if that measures the fsyncs' share, not a setting the agent offers.
+  a what-if that measures the fsyncs' share, not a setting the agent offers;
+- with ``--profile FILE``, cProfile in every agent thread (warm-up included: it cannot be
+  started in another thread), the functions of the agent with the most cumulative time, and
+  the merged statistics in FILE (``python -m pstats FILE``). cProfile makes Python-level
+  calls several times dearer, so read it for where time goes, not for how much.
 
 It is a profile, not a peer comparison: bench_footprint has the figures against
 node_exporter + vmagent. The wrappers cost ~1 µs per call, a few hundred calls a minute.
@@ -28,8 +33,10 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import cProfile
 import functools
 import gc
+import pstats
 import threading
 import time
 from collections.abc import Callable
@@ -134,6 +141,36 @@ class Meter:
         self.statements.clear()
 
 
+def profile_threads(meter: Meter) -> list[cProfile.Profile]:
+    """A cProfile.Profile in every thread started from now on (the bench's own excluded)."""
+    profiles: list[cProfile.Profile] = []
+    original = threading.Thread.run
+
+    def run(self: threading.Thread) -> None:
+        if self.name.startswith("bench-"):
+            return original(self)
+        profile = cProfile.Profile()
+        profiles.append(profile)
+        profile.enable()
+        try:
+            return original(self)
+        finally:
+            profile.disable()
+
+    threading.Thread.run = run  # type: ignore[method-assign]
+    meter.restore.append(lambda: setattr(threading.Thread, "run", original))
+    return profiles
+
+
+def print_profile(profiles: list[cProfile.Profile], path: str) -> None:
+    merged = pstats.Stats(profiles[0])
+    for profile in profiles[1:]:
+        merged.add(profile)
+    merged.dump_stats(path)
+    print(f"\ncProfile of every agent thread (warm-up included; statistics in {path})\n")
+    merged.sort_stats("cumulative").print_stats("belabox_metrics/(upload|store|collectors|runtime/collection)", 30)
+
+
 def thread_cpu_ns() -> dict[str, int]:
     out = {}
     for thread in threading.enumerate():
@@ -183,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=0,
                         help="N: on bench_scale's generated tree with N times the host series (0: this machine)")
     parser.add_argument("--quick", action="store_true", help="15 s after a 5 s warm-up (a smoke run)")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile every agent thread, statistics into FILE")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup = 15.0, 5.0
@@ -196,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     meter.watch_gc()
     if args.trace_sql:
         meter.trace_statements()
+    profiles = profile_threads(meter) if args.profile else []
     if args.sync == "normal":
         original_connect = queue_module.connect
         queue_module.connect = functools.partial(original_connect, synchronous="NORMAL")  # type: ignore[assignment]
@@ -225,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             vm.stop()
             for restore in meter.restore:
                 restore()
+    if profiles:
+        print_profile(profiles, args.profile)
     per_minute = 60.0 / window
     rows: list[list[object]] = [
         [name, (after[name] - before[name]) / 1e6 * per_minute] for name in sorted(before) if name in after
