@@ -30,6 +30,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 
 from belabox_metrics.logs import mask_secrets
 from belabox_metrics.model import Labels, Sample
@@ -51,6 +52,30 @@ from belabox_metrics.store.series import LANES, RawRow, Row, SeriesCatalogue, Se
 # looking for its rows never scans a long stretch of other lanes' samples.
 SKIP_AHEAD_MS = 10 * 60_000
 _IN_LANE = IN_LANE_SQL
+
+
+INSERT_SQL = "INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)"
+# Rows per multi-row INSERT: 3 parameters each stay under 999, the variable limit of SQLite
+# builds before 3.32.
+INSERT_CHUNK = 256
+_INSERT_CHUNK_SQL = ("INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES "
+                     + ",".join(["(?,?,?)"] * INSERT_CHUNK))
+
+
+def insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[int, int, object]]) -> None:
+    """``INSERT OR IGNORE`` of (ts, series_id, value) rows, in order (the first of two rows with
+    one key wins, as with ``executemany``), INSERT_CHUNK rows per statement: one statement
+    step per chunk instead of per row halves the insert's CPU (0.7 against 1.6 us per row at
+    7,400 rows a round, bench_scale's 100x)."""
+    full = len(rows) - len(rows) % INSERT_CHUNK
+    if full:
+        flat = list(chain.from_iterable(rows[:full]))
+        step = 3 * INSERT_CHUNK
+        execute = conn.execute
+        for at in range(0, len(flat), step):
+            execute(_INSERT_CHUNK_SQL, flat[at:at + step])
+    if full < len(rows):
+        conn.executemany(INSERT_SQL, rows[full:])
 
 
 Seen = tuple[int, int, UploadState]  # (data_version, total_changes, the lane's progress)
@@ -208,9 +233,7 @@ class Outbox:
                 return 0
             late = self._late_on_append(rows)
             before = self.conn.total_changes
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)", rows
-            )
+            insert_rows(self.conn, rows)
             inserted = self.conn.total_changes - before
             self.book.record_late(late)
             progress = self.book.write_unsaved()
