@@ -133,18 +133,33 @@ class VmRowEncoder:
             self._source, self._by_id = source, {}
         grouped: dict[int, list[Any]] = {}  # id -> [values text, timestamps text, last ts]
         get = grouped.get
+        # A round's samples share a timestamp: each one's text is made once per body.
+        stamp_texts: dict[int, str] = {}
+        stamp_of = stamp_texts.get
         unsorted: set[int] = set()
         for ts, sid, v in cast("Sequence[tuple[int, int, float]]", rows):  # finite floats (the uploader's check)
-            # naming.number inline: a call per value was a tenth of the encoding.
-            text = str(int(v)) if v.is_integer() and -1e15 < v < 1e15 else repr(float(f"{v:.12g}"))
+            # naming.number inline (a call per value was a tenth of the encoding), and without
+            # its round trip through 12 digits when the shortest repr has at most 12: at most
+            # 13 characters (a sign, a point or an exponent take the 13th) cannot hold more,
+            # and a float whose shortest repr has <= 12 significant digits rounds to exactly
+            # that text at 12, so both give the same text.
+            if v.is_integer() and -1e15 < v < 1e15:
+                text = str(int(v))
+            else:
+                text = repr(v)
+                if len(text) > 13:
+                    text = repr(float(f"{v:.12g}"))
+            stamp = stamp_of(ts)
+            if stamp is None:
+                stamp = stamp_texts[ts] = str(ts)
             group = get(sid)
             if group is None:
-                grouped[sid] = [text, str(ts), ts]
+                grouped[sid] = [text, stamp, ts]
                 continue
             if ts < group[2]:
                 unsorted.add(sid)
             group[0] += "," + text
-            group[1] += "," + str(ts)
+            group[1] += "," + stamp
             group[2] = ts
         if unsorted:
             self._sort(rows, grouped, unsorted)
