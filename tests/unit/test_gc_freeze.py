@@ -20,9 +20,11 @@ class Node:
 
 @pytest.fixture(autouse=True)
 def unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 def cycle() -> weakref.ref[Node]:
@@ -65,3 +67,32 @@ def test_a_cycle_dropped_after_a_freeze_is_freed_by_the_next_refreeze() -> None:
     clock.advance(600.0)
     freezer.run()
     assert ref() is None
+
+
+def test_the_first_freeze_raises_the_young_generations_threshold_only() -> None:
+    clock = FakeClock()
+    gc.set_threshold(700, 10, 10)
+    freezer = GcFreezer(clock, settle=30.0, every=600.0, young=10_000)
+    freezer.run()
+    assert gc.get_threshold() == (700, 10, 10)  # not before the caches have settled
+    clock.advance(30.0)
+    freezer.run()
+    assert gc.get_threshold() == (10_000, 10, 10)
+    gc.set_threshold(5_000, 10, 10)  # set by someone else since: a refreeze leaves it
+    clock.advance(600.0)
+    assert freezer.run()
+    assert gc.get_threshold() == (5_000, 10, 10)
+
+
+def test_short_lived_containers_set_off_fewer_young_collections() -> None:
+    clock = FakeClock()
+    gc.set_threshold(700, 10, 10)
+    freezer = GcFreezer(clock, settle=0.0, young=10_000)
+    counts = []
+    for _ in range(2):
+        before = gc.get_stats()[0]["collections"]
+        batches = [[(i, [i]) for i in range(5_000)] for _ in range(20)]  # a round's tuples, alive together
+        del batches
+        counts.append(gc.get_stats()[0]["collections"] - before)
+        freezer.run()
+    assert counts[1] * 5 < counts[0]
