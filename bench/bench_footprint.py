@@ -423,6 +423,7 @@ def report(ours: Side, peers: Side, least: list[Side], window_s: float, seconds:
     headers = ["process", "RSS mean MB", "VmHWM MB", "CPU s", "CPU % of a core", "series", "samples delivered",
                "µs CPU/sample", "wire B/sample"]
     agent = ours.processes[0]
+    cpu_ratio = ours.cpu_s / peers.cpu_s if peers.cpu_s else float("nan")  # nan: never "met"
     verdict = [
         f"window {window_s:.0f} s after a {warmup:.0f} s warm-up ({seconds:.0f} s run); "
         + cpu_source(ours.processes + peers.processes + [p for s in least for p in s.processes]),
@@ -431,9 +432,8 @@ def report(ours: Side, peers: Side, least: list[Side], window_s: float, seconds:
         f"{ours.cpu_s * 1e6 / max(1, ours.samples - ours.self_samples):.1f}",
         f"agent RSS: mean {agent.rss_mean_mb:.1f} MB, peak {agent.hwm_mb:.1f} MB (target <= {rss_target:.0f}): "
         + ("met" if agent.hwm_mb <= rss_target else "NOT met"),
-        f"agent CPU: {ours.cpu_s / peers.cpu_s if peers.cpu_s else float('nan'):.2f}x the peers' "
-        f"(target <= {TOTAL_CPU_TARGET_RATIO}): "
-        + ("met" if peers.cpu_s and ours.cpu_s / peers.cpu_s <= TOTAL_CPU_TARGET_RATIO else "NOT met")
+        f"agent CPU: {cpu_ratio:.2f}x the peers' (target <= {TOTAL_CPU_TARGET_RATIO}): "
+        + ("met" if cpu_ratio <= TOTAL_CPU_TARGET_RATIO else "NOT met")
         + f"; {ours.us_per_sample():.1f} µs per delivered sample",
         f"python floor (bench/python_floor.py: read the files, one fsync'd commit per round, one request and "
         f"one fsync'd cursor commit per 10 s, nothing else): {least[0].us_per_sample():.1f} µs per delivered sample"

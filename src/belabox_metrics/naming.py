@@ -49,10 +49,16 @@ def promql_label(name: str) -> str:
 def number(value: float) -> str:
     """Shortest text for a float at the precision VictoriaMetrics keeps (12 significant
     digits): 46.0 -> '46', 0.30000000000000004 -> '0.3', 3.5999999999999994e-05 -> '3.6e-05'.
-    More digits would only cost bytes and then differ from what VM stores."""
+    More digits would only cost bytes and then differ from what VM stores.
+
+    The round trip through 12 digits is skipped when the shortest repr has at most 13
+    characters: a float's repr always has a point or an exponent, so it then holds at most 12
+    significant digits, and such a float rounds at 12 digits to exactly that text (the
+    encoders' inline copies of this function follow it; issue 21)."""
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
-    return repr(float(f"{value:.12g}"))
+    text = repr(value)
+    return text if len(text) <= 13 else repr(float(f"{value:.12g}"))
 
 
 def exact(value: float) -> str:

@@ -4,13 +4,9 @@ monotonic time, and released re-stamped once it can."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from belabox_metrics.model import Sample
-
-if TYPE_CHECKING:
-    from belabox_metrics.store.outbox import Outbox
-
+from belabox_metrics.store.outbox import Outbox, insert_rows
 
 
 def hold(queue: Outbox, samples: Iterable[Sample], boot_id: str, wall_minus_monotonic_ms: int) -> int:
@@ -34,7 +30,7 @@ def release_held(queue: Outbox, boot_id: str, wall_minus_monotonic_ms: int) -> i
         if not rows:
             return 0
         late = queue._late_on_append(rows)
-        queue.conn.executemany("INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)", rows)
+        insert_rows(queue.conn, rows)
         queue._record_late(late)
         queue.conn.execute("DELETE FROM held_samples WHERE boot_id = ?", (boot_id,))
     return len(rows)

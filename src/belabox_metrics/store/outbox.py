@@ -545,8 +545,7 @@ class Outbox:
                 f"SELECT id, ts, series_id, value FROM dead_letters{where} ORDER BY id", params).fetchall()
             if not entries:
                 return 0
-            self.conn.executemany("INSERT OR IGNORE INTO samples (ts, series_id, value) VALUES (?, ?, ?)",
-                                  [(ts, sid, value) for _, ts, sid, value in entries])
+            insert_rows(self.conn, [(ts, sid, value) for _, ts, sid, value in entries])
             progress = self.progress(destination)
             # Only keys the destination's progress counts as sent need the late list; any
             # other is still pending (with its lane, or late already) and goes once.

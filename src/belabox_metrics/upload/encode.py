@@ -138,11 +138,7 @@ class VmRowEncoder:
         stamp_of = stamp_texts.get
         unsorted: set[int] = set()
         for ts, sid, v in cast("Sequence[tuple[int, int, float]]", rows):  # finite floats (the uploader's check)
-            # naming.number inline (a call per value was a tenth of the encoding), and without
-            # its round trip through 12 digits when the shortest repr has at most 12: at most
-            # 13 characters (a sign, a point or an exponent take the 13th) cannot hold more,
-            # and a float whose shortest repr has <= 12 significant digits rounds to exactly
-            # that text at 12, so both give the same text.
+            # naming.number inline, line for line (a call per value was a tenth of the encoding).
             if v.is_integer() and -1e15 < v < 1e15:
                 text = str(int(v))
             else:
